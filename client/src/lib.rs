@@ -1,0 +1,7 @@
+//! The wgpunch client: reads a WireGuard interface, registers with the discovery server from the
+//! WireGuard listen port through raw sockets, and sets the endpoints of the peers it finds.
+
+pub mod bpf;
+pub mod packet;
+pub mod raw;
+pub mod sys;

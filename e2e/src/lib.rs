@@ -1,0 +1,1 @@
+//! Network-namespace test bed for wgpunch end-to-end tests.
