@@ -1,1 +1,6 @@
+//! The sans-IO core of wgpunch: keys, wire codecs, Noise sessions and the client's and server's
+//! protocol state machines. Nothing here touches sockets, clocks or OS randomness: time and random
+//! seeds come in as arguments, datagrams go out as return values.
 
+pub mod keys;
+pub mod wire;

@@ -1,0 +1,555 @@
+//! The plaintexts carried inside transport messages: the client's requests and the server's
+//! replies.
+//!
+//! Requests are zero-padded to at least [`MIN_REQUEST_LEN`] bytes and every reply is no longer than
+//! the request that caused it, so the server never amplifies. All integers are big-endian.
+
+use std::net::SocketAddr;
+
+use super::endpoint::{self, ENDPOINT_LEN};
+use super::reader::Reader;
+use super::WireError;
+use crate::keys::{PublicKey, KEY_LEN};
+
+/// Kind byte of a registration request.
+pub const KIND_REGISTER: u8 = 0x01;
+/// Kind byte of a registration acknowledgement.
+pub const KIND_REGISTER_ACK: u8 = 0x02;
+/// Kind byte of a lookup request.
+pub const KIND_LOOKUP: u8 = 0x03;
+/// Kind byte of a lookup reply.
+pub const KIND_LOOKUP_REPLY: u8 = 0x04;
+
+/// Every request is padded with zeroes to at least this length.
+pub const MIN_REQUEST_LEN: usize = 32;
+/// Length of a registration's fixed header.
+pub const REGISTER_HEADER_LEN: usize = 16;
+/// Most peer keys one registration part carries.
+pub const MAX_KEYS_PER_PART: usize = 32;
+/// Most local addresses a registration carries (all in part 0).
+pub const MAX_LOCAL_ADDRS: usize = 8;
+/// Length of a registration acknowledgement.
+pub const REGISTER_ACK_LEN: usize = 8 + ENDPOINT_LEN;
+/// Length of a lookup's or lookup reply's fixed header.
+pub const LOOKUP_HEADER_LEN: usize = 8;
+/// Most keys one lookup asks for.
+pub const MAX_KEYS_PER_LOOKUP: usize = 32;
+/// Length of one lookup reply entry: an endpoint and its age in seconds.
+pub const LOOKUP_ENTRY_LEN: usize = ENDPOINT_LEN + 4;
+
+/// One part of a registration: the client's WireGuard peers and local addresses.
+///
+/// A peer list longer than [`MAX_KEYS_PER_PART`] is split into `parts` parts of one `generation`;
+/// the server replaces the client's peer list once it holds every part of a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Register {
+    /// Matches the acknowledgement to this request.
+    pub request_id: u32,
+    /// Identifies one whole peer list; later generations replace earlier ones.
+    pub generation: u32,
+    /// This part's number, below `parts`.
+    pub part: u8,
+    /// How many parts the generation has, at least 1.
+    pub parts: u8,
+    /// Public keys of the client's WireGuard peers in this part.
+    pub peers: Vec<PublicKey>,
+    /// The client's local addresses with its WireGuard port (part 0 only).
+    pub local_addrs: Vec<SocketAddr>,
+}
+
+/// The server's acknowledgement of one registration part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterAck {
+    /// The request this answers.
+    pub request_id: u32,
+    /// The part acknowledged.
+    pub part: u8,
+    /// Seconds the registration stays valid without a refresh.
+    pub ttl_secs: u16,
+    /// The source address and port the server saw the request come from.
+    pub observed: SocketAddr,
+}
+
+/// A request for the endpoints of up to [`MAX_KEYS_PER_LOOKUP`] peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// Matches the reply to this request.
+    pub request_id: u32,
+    /// The peers asked for, at least one.
+    pub peers: Vec<PublicKey>,
+}
+
+/// Where the server last saw a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sighting {
+    /// The peer's public address and port.
+    pub endpoint: SocketAddr,
+    /// Seconds since the server saw it.
+    pub age_secs: u32,
+}
+
+/// The answer to a [`Lookup`]: one entry per key asked for, in the same order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupReply {
+    /// The request this answers.
+    pub request_id: u32,
+    /// `None` for a peer the server cannot tell about.
+    pub entries: Vec<Option<Sighting>>,
+}
+
+/// A plaintext the client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// See [`Register`].
+    Register(Register),
+    /// See [`Lookup`].
+    Lookup(Lookup),
+}
+
+/// A plaintext the server sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// See [`RegisterAck`].
+    RegisterAck(RegisterAck),
+    /// See [`LookupReply`].
+    LookupReply(LookupReply),
+}
+
+fn keys(r: &mut Reader<'_>, count: usize) -> Result<Vec<PublicKey>, WireError> {
+    (0..count)
+        .map(|_| {
+            r.array::<KEY_LEN>()
+                .map(PublicKey)
+                .ok_or(WireError::Truncated)
+        })
+        .collect()
+}
+
+/// Checks that what is left is exactly the zero padding that brings `content_len` up to the
+/// minimum request length.
+fn padding(r: &mut Reader<'_>, content_len: usize) -> Result<(), WireError> {
+    let expected = MIN_REQUEST_LEN.saturating_sub(content_len);
+    let rest = r.take_rest();
+    if rest.len() != expected {
+        return Err(WireError::Length);
+    }
+    if rest.iter().any(|&b| b != 0) {
+        return Err(WireError::Reserved);
+    }
+    Ok(())
+}
+
+fn pad(out: &mut Vec<u8>, start: usize) {
+    let len = out.len() - start;
+    if len < MIN_REQUEST_LEN {
+        out.resize(start + MIN_REQUEST_LEN, 0);
+    }
+}
+
+impl Request {
+    /// Reads a request plaintext.
+    pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(bytes);
+        match r.u8().ok_or(WireError::Truncated)? {
+            KIND_REGISTER => {
+                let part = r.u8().ok_or(WireError::Truncated)?;
+                let parts = r.u8().ok_or(WireError::Truncated)?;
+                let addr_count = usize::from(r.u8().ok_or(WireError::Truncated)?);
+                let request_id = r.u32().ok_or(WireError::Truncated)?;
+                let generation = r.u32().ok_or(WireError::Truncated)?;
+                let key_count = usize::from(r.u16().ok_or(WireError::Truncated)?);
+                let reserved = r.u16().ok_or(WireError::Truncated)?;
+                if reserved != 0 {
+                    return Err(WireError::Reserved);
+                }
+                if parts == 0 || part >= parts || key_count > MAX_KEYS_PER_PART {
+                    return Err(WireError::Field);
+                }
+                if addr_count > MAX_LOCAL_ADDRS || (part != 0 && addr_count != 0) {
+                    return Err(WireError::Field);
+                }
+                let peers = keys(&mut r, key_count)?;
+                let local_addrs = (0..addr_count)
+                    .map(|_| match endpoint::parse(&mut r) {
+                        Some(Some(addr)) => Ok(addr),
+                        Some(None) => Err(WireError::Field),
+                        None => Err(WireError::Truncated),
+                    })
+                    .collect::<Result<_, _>>()?;
+                padding(
+                    &mut r,
+                    REGISTER_HEADER_LEN + key_count * KEY_LEN + addr_count * ENDPOINT_LEN,
+                )?;
+                Ok(Request::Register(Register {
+                    request_id,
+                    generation,
+                    part,
+                    parts,
+                    peers,
+                    local_addrs,
+                }))
+            }
+            KIND_LOOKUP => {
+                let reserved = r.u8().ok_or(WireError::Truncated)?;
+                let count = usize::from(r.u16().ok_or(WireError::Truncated)?);
+                let request_id = r.u32().ok_or(WireError::Truncated)?;
+                if reserved != 0 {
+                    return Err(WireError::Reserved);
+                }
+                if count == 0 || count > MAX_KEYS_PER_LOOKUP {
+                    return Err(WireError::Field);
+                }
+                let peers = keys(&mut r, count)?;
+                padding(&mut r, LOOKUP_HEADER_LEN + count * KEY_LEN)?;
+                Ok(Request::Lookup(Lookup { request_id, peers }))
+            }
+            _ => Err(WireError::UnknownType),
+        }
+    }
+
+    /// Appends the encoded, padded request to `out`.
+    ///
+    /// Fails with [`WireError::Field`] when a count is over its limit, so nothing unparseable is
+    /// ever sent.
+    pub fn emit(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
+        let start = out.len();
+        match self {
+            Request::Register(m) => {
+                if m.parts == 0
+                    || m.part >= m.parts
+                    || m.peers.len() > MAX_KEYS_PER_PART
+                    || m.local_addrs.len() > MAX_LOCAL_ADDRS
+                    || (m.part != 0 && !m.local_addrs.is_empty())
+                {
+                    return Err(WireError::Field);
+                }
+                out.extend_from_slice(&[KIND_REGISTER, m.part, m.parts, m.local_addrs.len() as u8]);
+                out.extend_from_slice(&m.request_id.to_be_bytes());
+                out.extend_from_slice(&m.generation.to_be_bytes());
+                out.extend_from_slice(&(m.peers.len() as u16).to_be_bytes());
+                out.extend_from_slice(&[0, 0]);
+                for key in &m.peers {
+                    out.extend_from_slice(key.as_bytes());
+                }
+                for addr in &m.local_addrs {
+                    endpoint::emit(Some(*addr), out);
+                }
+            }
+            Request::Lookup(m) => {
+                if m.peers.is_empty() || m.peers.len() > MAX_KEYS_PER_LOOKUP {
+                    return Err(WireError::Field);
+                }
+                out.extend_from_slice(&[KIND_LOOKUP, 0]);
+                out.extend_from_slice(&(m.peers.len() as u16).to_be_bytes());
+                out.extend_from_slice(&m.request_id.to_be_bytes());
+                for key in &m.peers {
+                    out.extend_from_slice(key.as_bytes());
+                }
+            }
+        }
+        pad(out, start);
+        Ok(())
+    }
+}
+
+impl Reply {
+    /// Reads a reply plaintext.
+    pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(bytes);
+        let reply = match r.u8().ok_or(WireError::Truncated)? {
+            KIND_REGISTER_ACK => {
+                let part = r.u8().ok_or(WireError::Truncated)?;
+                let ttl_secs = r.u16().ok_or(WireError::Truncated)?;
+                let request_id = r.u32().ok_or(WireError::Truncated)?;
+                let observed = endpoint::parse(&mut r)
+                    .ok_or(WireError::Truncated)?
+                    .ok_or(WireError::Field)?;
+                Reply::RegisterAck(RegisterAck {
+                    request_id,
+                    part,
+                    ttl_secs,
+                    observed,
+                })
+            }
+            KIND_LOOKUP_REPLY => {
+                let reserved = r.u8().ok_or(WireError::Truncated)?;
+                let count = usize::from(r.u16().ok_or(WireError::Truncated)?);
+                let request_id = r.u32().ok_or(WireError::Truncated)?;
+                if reserved != 0 {
+                    return Err(WireError::Reserved);
+                }
+                if count == 0 || count > MAX_KEYS_PER_LOOKUP {
+                    return Err(WireError::Field);
+                }
+                let entries = (0..count)
+                    .map(|_| {
+                        let endpoint = endpoint::parse(&mut r).ok_or(WireError::Truncated)?;
+                        let age_secs = r.u32().ok_or(WireError::Truncated)?;
+                        match endpoint {
+                            Some(endpoint) => Ok(Some(Sighting { endpoint, age_secs })),
+                            None if age_secs == 0 => Ok(None),
+                            None => Err(WireError::Reserved),
+                        }
+                    })
+                    .collect::<Result<_, _>>()?;
+                Reply::LookupReply(LookupReply {
+                    request_id,
+                    entries,
+                })
+            }
+            _ => return Err(WireError::UnknownType),
+        };
+        if !r.is_empty() {
+            return Err(WireError::Length);
+        }
+        Ok(reply)
+    }
+
+    /// Appends the encoded reply to `out`.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::RegisterAck(m) => {
+                out.extend_from_slice(&[KIND_REGISTER_ACK, m.part]);
+                out.extend_from_slice(&m.ttl_secs.to_be_bytes());
+                out.extend_from_slice(&m.request_id.to_be_bytes());
+                endpoint::emit(Some(m.observed), out);
+            }
+            Reply::LookupReply(m) => {
+                out.extend_from_slice(&[KIND_LOOKUP_REPLY, 0]);
+                out.extend_from_slice(&(m.entries.len() as u16).to_be_bytes());
+                out.extend_from_slice(&m.request_id.to_be_bytes());
+                for entry in &m.entries {
+                    endpoint::emit(entry.map(|s| s.endpoint), out);
+                    out.extend_from_slice(&entry.map_or(0, |s| s.age_secs).to_be_bytes());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::IpAddr;
+
+    fn key(n: u8) -> PublicKey {
+        PublicKey([n; KEY_LEN])
+    }
+
+    fn emit_request(request: &Request) -> Vec<u8> {
+        let mut out = Vec::new();
+        request.emit(&mut out).unwrap();
+        out
+    }
+
+    fn emit_reply(reply: &Reply) -> Vec<u8> {
+        let mut out = Vec::new();
+        reply.emit(&mut out);
+        out
+    }
+
+    #[test]
+    fn an_empty_registration_is_padded_and_its_ack_is_not_larger() {
+        let register = Request::Register(Register {
+            request_id: 1,
+            generation: 2,
+            part: 0,
+            parts: 1,
+            peers: vec![],
+            local_addrs: vec![],
+        });
+        let bytes = emit_request(&register);
+        assert_eq!(bytes.len(), MIN_REQUEST_LEN);
+        assert_eq!(Request::parse(&bytes), Ok(register));
+        assert!(REGISTER_ACK_LEN <= MIN_REQUEST_LEN);
+    }
+
+    #[test]
+    fn a_full_registration_fits_the_largest_plaintext() {
+        let register = Request::Register(Register {
+            request_id: 1,
+            generation: 2,
+            part: 0,
+            parts: 3,
+            peers: (0..MAX_KEYS_PER_PART as u8).map(key).collect(),
+            local_addrs: vec!["[2001:db8::1]:51820".parse().unwrap(); MAX_LOCAL_ADDRS],
+        });
+        let bytes = emit_request(&register);
+        assert_eq!(bytes.len(), crate::wire::packet::MAX_PLAINTEXT_LEN);
+        assert_eq!(Request::parse(&bytes), Ok(register));
+    }
+
+    #[test]
+    fn over_limit_requests_are_refused_when_emitting() {
+        let too_many = Request::Lookup(Lookup {
+            request_id: 1,
+            peers: (0..33).map(key).collect(),
+        });
+        assert_eq!(too_many.emit(&mut Vec::new()), Err(WireError::Field));
+        let none = Request::Lookup(Lookup {
+            request_id: 1,
+            peers: vec![],
+        });
+        assert_eq!(none.emit(&mut Vec::new()), Err(WireError::Field));
+        let addrs_in_later_part = Request::Register(Register {
+            request_id: 1,
+            generation: 1,
+            part: 1,
+            parts: 2,
+            peers: vec![],
+            local_addrs: vec!["198.51.100.1:1".parse().unwrap()],
+        });
+        assert_eq!(
+            addrs_in_later_part.emit(&mut Vec::new()),
+            Err(WireError::Field)
+        );
+    }
+
+    #[test]
+    fn lookup_reply_is_smaller_than_its_lookup() {
+        for n in 1..=MAX_KEYS_PER_LOOKUP {
+            let lookup = emit_request(&Request::Lookup(Lookup {
+                request_id: 1,
+                peers: (0..n as u8).map(key).collect(),
+            }));
+            let reply = emit_reply(&Reply::LookupReply(LookupReply {
+                request_id: 1,
+                entries: vec![
+                    Some(Sighting {
+                        endpoint: "[2001:db8::1]:1".parse().unwrap(),
+                        age_secs: 1
+                    });
+                    n
+                ],
+            }));
+            assert!(reply.len() <= lookup.len(), "{n} keys");
+        }
+    }
+
+    #[test]
+    fn unknown_entries_are_all_zero_bytes() {
+        let reply = emit_reply(&Reply::LookupReply(LookupReply {
+            request_id: 9,
+            entries: vec![None],
+        }));
+        assert_eq!(&reply[LOOKUP_HEADER_LEN..], &[0u8; LOOKUP_ENTRY_LEN]);
+    }
+
+    #[test]
+    fn trailing_bytes_and_dirty_padding_are_rejected() {
+        let bytes = emit_request(&Request::Lookup(Lookup {
+            request_id: 1,
+            peers: vec![key(1)],
+        }));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(Request::parse(&longer), Err(WireError::Length));
+        let short = emit_request(&Request::Register(Register {
+            request_id: 1,
+            generation: 1,
+            part: 0,
+            parts: 1,
+            peers: vec![],
+            local_addrs: vec![],
+        }));
+        let mut dirty = short.clone();
+        if let Some(last) = dirty.last_mut() {
+            *last = 1;
+        }
+        assert_eq!(Request::parse(&dirty), Err(WireError::Reserved));
+        for len in 0..bytes.len() {
+            assert!(Request::parse(&bytes[..len]).is_err(), "truncated to {len}");
+        }
+    }
+
+    fn arb_key() -> impl Strategy<Value = PublicKey> {
+        any::<[u8; KEY_LEN]>().prop_map(PublicKey)
+    }
+
+    fn arb_addr() -> impl Strategy<Value = SocketAddr> {
+        (any::<IpAddr>(), any::<u16>())
+            .prop_map(|(ip, port)| endpoint::canonical(SocketAddr::new(ip, port)))
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        let register = (
+            any::<u32>(),
+            any::<u32>(),
+            1u8..=255,
+            proptest::collection::vec(arb_key(), 0..=MAX_KEYS_PER_PART),
+            proptest::collection::vec(arb_addr(), 0..=MAX_LOCAL_ADDRS),
+        )
+            .prop_flat_map(|(request_id, generation, parts, peers, addrs)| {
+                (0..parts).prop_map(move |part| {
+                    Request::Register(Register {
+                        request_id,
+                        generation,
+                        part,
+                        parts,
+                        peers: peers.clone(),
+                        local_addrs: if part == 0 { addrs.clone() } else { vec![] },
+                    })
+                })
+            });
+        let lookup = (
+            any::<u32>(),
+            proptest::collection::vec(arb_key(), 1..=MAX_KEYS_PER_LOOKUP),
+        )
+            .prop_map(|(request_id, peers)| Request::Lookup(Lookup { request_id, peers }));
+        prop_oneof![register, lookup]
+    }
+
+    fn arb_reply() -> impl Strategy<Value = Reply> {
+        let ack = (any::<u32>(), any::<u8>(), any::<u16>(), arb_addr()).prop_map(
+            |(request_id, part, ttl_secs, observed)| {
+                Reply::RegisterAck(RegisterAck {
+                    request_id,
+                    part,
+                    ttl_secs,
+                    observed,
+                })
+            },
+        );
+        let entry = proptest::option::of(
+            (arb_addr(), any::<u32>())
+                .prop_map(|(endpoint, age_secs)| Sighting { endpoint, age_secs }),
+        );
+        let lookup = (
+            any::<u32>(),
+            proptest::collection::vec(entry, 1..=MAX_KEYS_PER_LOOKUP),
+        )
+            .prop_map(|(request_id, entries)| {
+                Reply::LookupReply(LookupReply {
+                    request_id,
+                    entries,
+                })
+            });
+        prop_oneof![ack, lookup]
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(request in arb_request()) {
+            let bytes = emit_request(&request);
+            prop_assert!(bytes.len() >= MIN_REQUEST_LEN);
+            prop_assert!(bytes.len() <= crate::wire::packet::MAX_PLAINTEXT_LEN);
+            prop_assert_eq!(Request::parse(&bytes), Ok(request));
+        }
+
+        #[test]
+        fn replies_round_trip(reply in arb_reply()) {
+            prop_assert_eq!(Reply::parse(&emit_reply(&reply)), Ok(reply));
+        }
+
+        #[test]
+        fn parsers_never_panic_and_accept_only_canonical_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
+            if let Ok(request) = Request::parse(&bytes) {
+                prop_assert_eq!(emit_request(&request), bytes.clone());
+            }
+            if let Ok(reply) = Reply::parse(&bytes) {
+                prop_assert_eq!(emit_reply(&reply), bytes);
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Codecs for every byte the protocol puts on the wire.
+
+pub mod endpoint;
+pub mod message;
+pub mod packet;
+pub mod reader;
+
+pub use message::{Lookup, LookupReply, Register, RegisterAck, Reply, Request, Sighting};
+pub use packet::{HandshakeInit, HandshakeResponse, Packet, Transport};
+
+/// Why bytes were not accepted as a protocol message. Bad input is dropped, never answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Fewer bytes than the message's fields need.
+    #[error("message truncated")]
+    Truncated,
+    /// The length does not match what the type and counts require.
+    #[error("wrong message length")]
+    Length,
+    /// The type or kind byte is not one this protocol defines.
+    #[error("unknown message type")]
+    UnknownType,
+    /// A reserved or padding byte is not zero.
+    #[error("reserved bytes are not zero")]
+    Reserved,
+    /// A field holds a value outside its allowed range.
+    #[error("field out of range")]
+    Field,
+}
