@@ -2,5 +2,10 @@
 //! protocol state machines. Nothing here touches sockets, clocks or OS randomness: time and random
 //! seeds come in as arguments, datagrams go out as return values.
 
+pub mod handshake;
 pub mod keys;
+pub mod mac;
+pub mod noise;
+pub mod replay;
+pub mod session;
 pub mod wire;
