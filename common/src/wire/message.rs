@@ -30,6 +30,11 @@ pub const MAX_KEYS_PER_PART: usize = 32;
 pub const MAX_LOCAL_ADDRS: usize = 8;
 /// Length of a registration acknowledgement.
 pub const REGISTER_ACK_LEN: usize = 8 + ENDPOINT_LEN;
+// The smallest request must be able to carry the largest fixed-size reply.
+const _: () = assert!(REGISTER_ACK_LEN <= MIN_REQUEST_LEN);
+// A reply entry must not be larger than the key that asked for it.
+const _: () = assert!(LOOKUP_ENTRY_LEN <= KEY_LEN);
+
 /// Length of a lookup's or lookup reply's fixed header.
 pub const LOOKUP_HEADER_LEN: usize = 8;
 /// Most keys one lookup asks for.
@@ -362,7 +367,6 @@ mod tests {
         let bytes = emit_request(&register);
         assert_eq!(bytes.len(), MIN_REQUEST_LEN);
         assert_eq!(Request::parse(&bytes), Ok(register));
-        assert!(REGISTER_ACK_LEN <= MIN_REQUEST_LEN);
     }
 
     #[test]
