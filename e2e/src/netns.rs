@@ -197,7 +197,7 @@ impl Netns {
         process: &mut Process,
     ) -> Result<()> {
         let filter = format!("sport = :{port}");
-        crate::wait::wait_until(
+        let result = crate::wait::wait_until(
             &format!("a UDP socket on port {port} in namespace {}", self.name()),
             timeout,
             || {
@@ -205,8 +205,8 @@ impl Netns {
                 let out = self.run("ss", ["-Hlun", &filter])?;
                 Ok((!out.stdout.trim().is_empty()).then_some(()))
             },
-        )
-        .map_err(|e| e.context(process.log_tail()))
+        );
+        with_log_if_running(result, process)
     }
 }
 
@@ -252,6 +252,17 @@ impl Switch {
         }
         Ok(())
     }
+}
+
+/// Adds the process's log to an error if it is still running (an early exit already says it).
+pub(crate) fn with_log_if_running<T>(result: Result<T>, process: &mut Process) -> Result<T> {
+    result.map_err(|e| {
+        if process.is_running().unwrap_or(false) {
+            e.context(process.log_tail())
+        } else {
+            e
+        }
+    })
 }
 
 /// Whether a namespace of this name exists (for cleanup checks).

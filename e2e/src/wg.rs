@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cmd::Cmd;
 use crate::ids::{global_ifname, random_u64};
-use crate::netns::Netns;
+use crate::netns::{with_log_if_running, Netns};
 use crate::process::Process;
 use crate::tempdir::{write_secret_file, TempDir};
 use crate::wait::wait_until;
@@ -114,15 +114,15 @@ impl WgInterface {
             .spawn(&format!("wireguard-go {name} in {}", ns.label()))?;
 
         let socket = socket_path(&name);
-        wait_until(
+        let created = wait_until(
             &format!("wireguard-go to create {}", socket.display()),
             STARTUP_TIMEOUT,
             || {
                 process.ensure_running()?;
                 Ok(socket.exists().then_some(()))
             },
-        )
-        .map_err(|e| e.context(process.log_tail()))?;
+        );
+        with_log_if_running(created, &mut process)?;
 
         let keys = WgKeys::generate()?;
         let iface = Self {
