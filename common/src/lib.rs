@@ -2,10 +2,12 @@
 //! protocol state machines. Nothing here touches sockets, clocks or OS randomness: time and random
 //! seeds come in as arguments, datagrams go out as return values.
 
+pub mod client;
 pub mod handshake;
 pub mod keys;
 pub mod mac;
 pub mod noise;
 pub mod replay;
+pub mod server;
 pub mod session;
 pub mod wire;

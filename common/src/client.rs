@@ -1,0 +1,523 @@
+//! The client's protocol state machine.
+//!
+//! Feed it the server's datagrams with [`Client::handle_datagram`], ask it what to send with
+//! [`Client::poll_transmit`] (every datagram goes to the server), read what happened with
+//! [`Client::poll_event`], and call `poll_transmit` again no later than [`Client::poll_timeout`].
+//! It handshakes, registers (and refreshes the registration before it expires), looks up the peers
+//! it is asked about, retransmits with exponential backoff and jitter, and starts a new handshake
+//! when a session ages or the server stops answering.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{debug, trace};
+
+use crate::handshake::{unix_nanos, Initiation};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::noise::{Rng, Seed};
+use crate::session::Session;
+use crate::wire::message::{MAX_KEYS_PER_LOOKUP, MAX_KEYS_PER_PART, MAX_LOCAL_ADDRS};
+use crate::wire::packet::MAX_PLAINTEXT_LEN;
+use crate::wire::{Lookup, Packet, Register, Reply, Request};
+
+/// Timings of the client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Start a new handshake once a session is this old (the server keeps sessions 180 s).
+    pub rekey_after: Duration,
+    /// First retransmission delay of a handshake or request.
+    pub retransmit_initial: Duration,
+    /// Longest retransmission delay.
+    pub retransmit_max: Duration,
+    /// Sends of one request without an answer before the session is taken as lost.
+    pub max_request_attempts: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            rekey_after: Duration::from_secs(120),
+            retransmit_initial: Duration::from_millis(500),
+            retransmit_max: Duration::from_secs(8),
+            max_request_attempts: 4,
+        }
+    }
+}
+
+/// What happened, for the IO layer to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A handshake with the server completed.
+    Connected,
+    /// The server holds our whole registration; it saw us at `observed`.
+    Registered {
+        /// Our public address and port as the server sees them.
+        observed: SocketAddr,
+        /// How long the registration lasts without a refresh.
+        ttl: Duration,
+    },
+    /// The server told where a peer is.
+    Resolved {
+        /// The peer.
+        peer: PublicKey,
+        /// Its public address and port.
+        endpoint: SocketAddr,
+        /// How long ago the server saw it there.
+        age: Duration,
+    },
+    /// The server cannot tell where a peer is (not registered, expired or not consenting).
+    Unknown {
+        /// The peer.
+        peer: PublicKey,
+    },
+}
+
+#[derive(Debug)]
+struct PendingHandshake {
+    initiation: Initiation,
+    next_send: Instant,
+    attempts: u32,
+}
+
+#[derive(Debug)]
+struct Outstanding {
+    request: Request,
+    next_send: Instant,
+    attempts: u32,
+}
+
+#[derive(Debug, Default)]
+struct Registration {
+    generation: u32,
+    /// Parts of the current generation not yet acknowledged.
+    unacked: BTreeSet<u8>,
+    /// When the last complete registration was acknowledged, and for how long it lasts.
+    done: Option<(Instant, Duration)>,
+    /// True while the parts of `generation` are queued or in flight.
+    in_progress: bool,
+}
+
+/// The client side of the protocol, for one server.
+pub struct Client {
+    private: PrivateKey,
+    server: PublicKey,
+    peers: Vec<PublicKey>,
+    local_addrs: Vec<SocketAddr>,
+    config: ClientConfig,
+    rng: Rng,
+    handshake: Option<PendingHandshake>,
+    handshake_backoff: u32,
+    session: Option<(Session, Instant)>,
+    outstanding: BTreeMap<u32, Outstanding>,
+    next_request_id: u32,
+    registration: Registration,
+    wanted: BTreeSet<PublicKey>,
+    last_timestamp: u64,
+    events: VecDeque<Event>,
+    plaintext: Box<[u8; MAX_PLAINTEXT_LEN]>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("public", &self.private.public_key())
+            .field("server", &self.server)
+            .field("connected", &self.session.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client with WireGuard key `private`, for the server `server`, declaring `peers` and
+    /// `local_addrs` when it registers. `seed` seeds its indexes, ids, jitter and ephemeral keys.
+    pub fn new(
+        private: PrivateKey,
+        server: PublicKey,
+        peers: Vec<PublicKey>,
+        local_addrs: Vec<SocketAddr>,
+        config: ClientConfig,
+        seed: Seed,
+    ) -> Self {
+        let mut rng = Rng::from_seed(seed);
+        let next_request_id = rng.next_u32();
+        let mut local_addrs = local_addrs;
+        local_addrs.truncate(MAX_LOCAL_ADDRS);
+        Self {
+            private,
+            server,
+            peers,
+            local_addrs,
+            config,
+            rng,
+            handshake: None,
+            handshake_backoff: 0,
+            session: None,
+            outstanding: BTreeMap::new(),
+            next_request_id,
+            registration: Registration::default(),
+            wanted: BTreeSet::new(),
+            last_timestamp: 0,
+            events: VecDeque::new(),
+            plaintext: Box::new([0; MAX_PLAINTEXT_LEN]),
+        }
+    }
+
+    /// True while a session with the server is established.
+    pub fn is_connected(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// True once the server has acknowledged our whole current registration.
+    pub fn is_registered(&self) -> bool {
+        self.registration.done.is_some() && !self.registration.in_progress
+    }
+
+    /// Asks for the endpoints of `peers`; answers come as [`Event::Resolved`] or
+    /// [`Event::Unknown`], once we are registered (the server answers only registered clients).
+    pub fn lookup(&mut self, peers: impl IntoIterator<Item = PublicKey>) {
+        let asked: BTreeSet<PublicKey> = self.outstanding_lookups().collect();
+        self.wanted
+            .extend(peers.into_iter().filter(|p| !asked.contains(p)));
+    }
+
+    /// Replaces the declared peer list and registers it anew.
+    pub fn set_peers(&mut self, peers: Vec<PublicKey>) {
+        if peers != self.peers {
+            self.peers = peers;
+            self.registration.done = None;
+            self.registration.in_progress = false;
+            self.outstanding
+                .retain(|_, o| !matches!(o.request, Request::Register(_)));
+        }
+    }
+
+    fn outstanding_lookups(&self) -> impl Iterator<Item = PublicKey> + '_ {
+        self.outstanding
+            .values()
+            .flat_map(|o| match &o.request {
+                Request::Lookup(l) => l.peers.as_slice(),
+                Request::Register(_) => &[],
+            })
+            .copied()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The latest time by which [`Client::poll_transmit`] must be called again.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let handshake = self.handshake.as_ref().map(|h| h.next_send);
+        let requests = self.outstanding.values().map(|o| o.next_send).min();
+        let rekey = self
+            .session
+            .as_ref()
+            .map(|(_, at)| *at + self.config.rekey_after);
+        let refresh = self.registration.done.map(|(at, ttl)| at + ttl / 3);
+        [handshake, requests, rekey, refresh]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn backoff(&mut self, attempts: u32) -> Duration {
+        let base = self
+            .config
+            .retransmit_initial
+            .saturating_mul(1 << attempts.min(16))
+            .min(self.config.retransmit_max);
+        // Jitter of up to a quarter either way spreads out clients that started together.
+        let quarter = base / 4;
+        let jitter_ns = u64::try_from(quarter.as_nanos())
+            .unwrap_or(0)
+            .saturating_mul(2);
+        let offset = if jitter_ns == 0 {
+            0
+        } else {
+            self.rng.next_u64() % jitter_ns
+        };
+        base - quarter + Duration::from_nanos(offset)
+    }
+
+    fn request_id(&mut self) -> u32 {
+        self.next_request_id = self.next_request_id.wrapping_add(1);
+        self.next_request_id
+    }
+
+    /// The next datagram to send to the server, if one is due at `now`. `wall` is the real time
+    /// for handshake timestamps.
+    pub fn poll_transmit(&mut self, now: Instant, wall: SystemTime) -> Option<Vec<u8>> {
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= self.config.rekey_after)
+        {
+            debug!("session aged, rekeying");
+            self.drop_session();
+        }
+        let gave_up = self
+            .outstanding
+            .values()
+            .any(|o| o.next_send <= now && o.attempts >= self.config.max_request_attempts);
+        if self.session.is_some() && gave_up {
+            debug!("server stopped answering, starting a new handshake");
+            self.drop_session();
+        }
+        if self.session.is_none() {
+            return self.transmit_handshake(now, wall);
+        }
+        self.queue_requests(now);
+        self.transmit_request(now)
+    }
+
+    fn transmit_handshake(&mut self, now: Instant, wall: SystemTime) -> Option<Vec<u8>> {
+        if self.handshake.as_ref().is_some_and(|h| now < h.next_send) {
+            return None;
+        }
+        // Timestamps must strictly increase even if the clock stands still or steps back.
+        let timestamp = unix_nanos(wall).max(self.last_timestamp + 1);
+        self.last_timestamp = timestamp;
+        let index = self.rng.next_u32();
+        let seed = self.rng.seed();
+        let (initiation, datagram) =
+            Initiation::start(&self.private, &self.server, index, timestamp, seed).ok()?;
+        let attempts = self
+            .handshake
+            .as_ref()
+            .map_or(self.handshake_backoff, |h| h.attempts + 1);
+        let delay = self.backoff(attempts);
+        self.handshake = Some(PendingHandshake {
+            initiation,
+            next_send: now + delay,
+            attempts,
+        });
+        trace!(attempts, "sending handshake initiation");
+        Some(datagram)
+    }
+
+    fn queue_requests(&mut self, now: Instant) {
+        let refresh_due = self
+            .registration
+            .done
+            .is_some_and(|(at, ttl)| now >= at + ttl / 3);
+        if !self.registration.in_progress && (self.registration.done.is_none() || refresh_due) {
+            self.queue_registration(now);
+        }
+        if self.is_registered() && !self.wanted.is_empty() {
+            let wanted: Vec<PublicKey> = std::mem::take(&mut self.wanted).into_iter().collect();
+            for chunk in wanted.chunks(MAX_KEYS_PER_LOOKUP) {
+                let request_id = self.request_id();
+                let request = Request::Lookup(Lookup {
+                    request_id,
+                    peers: chunk.to_vec(),
+                });
+                self.outstanding.insert(
+                    request_id,
+                    Outstanding {
+                        request,
+                        next_send: now,
+                        attempts: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    fn queue_registration(&mut self, now: Instant) {
+        self.outstanding
+            .retain(|_, o| !matches!(o.request, Request::Register(_)));
+        let generation = self.registration.generation.wrapping_add(1);
+        let chunks: Vec<Vec<PublicKey>> = if self.peers.is_empty() {
+            vec![vec![]]
+        } else {
+            self.peers
+                .chunks(MAX_KEYS_PER_PART)
+                .map(<[PublicKey]>::to_vec)
+                .collect()
+        };
+        let Ok(parts) = u8::try_from(chunks.len()) else {
+            debug!(peers = self.peers.len(), "too many peers to register");
+            return;
+        };
+        let mut unacked = BTreeSet::new();
+        for (part, chunk) in (0u8..).zip(chunks) {
+            let request_id = self.request_id();
+            let register = Register {
+                request_id,
+                generation,
+                part,
+                parts,
+                peers: chunk,
+                local_addrs: if part == 0 {
+                    self.local_addrs.clone()
+                } else {
+                    vec![]
+                },
+            };
+            unacked.insert(part);
+            self.outstanding.insert(
+                request_id,
+                Outstanding {
+                    request: Request::Register(register),
+                    next_send: now,
+                    attempts: 0,
+                },
+            );
+        }
+        self.registration.generation = generation;
+        self.registration.unacked = unacked;
+        self.registration.in_progress = true;
+    }
+
+    fn transmit_request(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let (&id, due) = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| o.next_send <= now)
+            .min_by_key(|(_, o)| o.next_send)?;
+        let attempts = due.attempts;
+        let delay = self.backoff(attempts);
+        let o = self.outstanding.get_mut(&id)?;
+        o.attempts += 1;
+        o.next_send = now + delay;
+        let mut plaintext = Vec::new();
+        o.request.emit(&mut plaintext).ok()?;
+        let (session, _) = self.session.as_mut()?;
+        let mut datagram = Vec::new();
+        if session.seal(&plaintext, &mut datagram).is_err() {
+            self.drop_session();
+            return None;
+        }
+        Some(datagram)
+    }
+
+    /// Forgets the session; lookups in flight are asked again and the registration is redone on
+    /// the next session.
+    fn drop_session(&mut self) {
+        self.session = None;
+        let lookups: Vec<PublicKey> = self.outstanding_lookups().collect();
+        self.wanted.extend(lookups);
+        self.outstanding.clear();
+        self.registration.in_progress = false;
+        self.registration.done = None;
+    }
+
+    /// Handles a datagram that came from the server. Anything that is not a valid answer to what
+    /// we asked is dropped.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        match Packet::parse(datagram) {
+            Ok(Packet::HandshakeResponse(response)) => {
+                let Some(pending) = self
+                    .handshake
+                    .take_if(|h| h.initiation.sender_index == response.receiver_index)
+                else {
+                    return;
+                };
+                match pending.initiation.complete(&response) {
+                    Ok(session) => {
+                        debug!("connected to the server");
+                        self.drop_session();
+                        self.session = Some((session, now));
+                        self.handshake_backoff = 0;
+                        self.events.push_back(Event::Connected);
+                    }
+                    Err(e) => {
+                        // Retry soon with a fresh initiation rather than wait out the backoff.
+                        trace!(error = %e, "bad handshake response");
+                        self.handshake_backoff = pending.attempts;
+                    }
+                }
+            }
+            Ok(Packet::Transport(message)) => {
+                let Some((session, _)) = self
+                    .session
+                    .as_mut()
+                    .filter(|(s, _)| s.local_index == message.receiver_index)
+                else {
+                    return;
+                };
+                let Ok(len) = session.open(&message, &mut self.plaintext[..]) else {
+                    return;
+                };
+                if let Some(Ok(reply)) = self.plaintext.get(..len).map(Reply::parse) {
+                    self.handle_reply(now, reply);
+                }
+            }
+            Ok(Packet::HandshakeInit(_)) | Err(_) => {}
+        }
+    }
+
+    fn handle_reply(&mut self, now: Instant, reply: Reply) {
+        match reply {
+            Reply::RegisterAck(ack) => {
+                let Some(Outstanding {
+                    request: Request::Register(register),
+                    ..
+                }) = self
+                    .outstanding
+                    .remove_if_register(ack.request_id, ack.part)
+                else {
+                    return;
+                };
+                if register.generation != self.registration.generation {
+                    return;
+                }
+                self.registration.unacked.remove(&register.part);
+                if self.registration.unacked.is_empty() {
+                    let ttl = Duration::from_secs(u64::from(ack.ttl_secs));
+                    self.registration.in_progress = false;
+                    self.registration.done = Some((now, ttl));
+                    self.events.push_back(Event::Registered {
+                        observed: ack.observed,
+                        ttl,
+                    });
+                }
+            }
+            Reply::LookupReply(answer) => {
+                let Some(Outstanding {
+                    request: Request::Lookup(lookup),
+                    ..
+                }) = self
+                    .outstanding
+                    .remove_if_lookup(answer.request_id, answer.entries.len())
+                else {
+                    return;
+                };
+                for (peer, entry) in lookup.peers.into_iter().zip(answer.entries) {
+                    self.events.push_back(match entry {
+                        Some(s) => Event::Resolved {
+                            peer,
+                            endpoint: s.endpoint,
+                            age: Duration::from_secs(u64::from(s.age_secs)),
+                        },
+                        None => Event::Unknown { peer },
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Removes an outstanding request only when the reply matches its kind and shape.
+trait TakeMatching {
+    fn remove_if_register(&mut self, id: u32, part: u8) -> Option<Outstanding>;
+    fn remove_if_lookup(&mut self, id: u32, entries: usize) -> Option<Outstanding>;
+}
+
+impl TakeMatching for BTreeMap<u32, Outstanding> {
+    fn remove_if_register(&mut self, id: u32, part: u8) -> Option<Outstanding> {
+        match self.get(&id)?.request {
+            Request::Register(ref r) if r.part == part => self.remove(&id),
+            _ => None,
+        }
+    }
+
+    fn remove_if_lookup(&mut self, id: u32, entries: usize) -> Option<Outstanding> {
+        match self.get(&id)?.request {
+            Request::Lookup(ref l) if l.peers.len() == entries => self.remove(&id),
+            _ => None,
+        }
+    }
+}

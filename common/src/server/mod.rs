@@ -1,0 +1,440 @@
+//! The discovery server's protocol state machine.
+//!
+//! [`Server::handle`] takes one datagram, its source and the time, and returns at most one reply
+//! for the same source, never larger than the datagram. Everything unauthenticated or malformed is
+//! dropped silently and counted in [`Stats`]. The cheapest checks run first: length and type, then
+//! mac1, and only then the Diffie-Hellman of the Noise handshake.
+
+pub mod registry;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{debug, trace};
+
+use crate::handshake::{unix_nanos, Accepted};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::mac::Mac1Key;
+use crate::noise::{Rng, Seed};
+use crate::session::Session;
+use crate::wire::endpoint::canonical;
+use crate::wire::packet::{MAC1_OFFSET, MAX_PLAINTEXT_LEN};
+use crate::wire::{
+    HandshakeInit, LookupReply, Packet, Register, RegisterAck, Reply, Request, Transport,
+};
+use registry::{Registration, Registry};
+
+/// Limits and lifetimes of the server's state.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// How long a registration lives after its client was last seen.
+    pub registration_ttl: Duration,
+    /// How long a session may be used after its handshake.
+    pub session_lifetime: Duration,
+    /// How far an initiation's timestamp may be from the server's clock, either way.
+    pub clock_tolerance: Duration,
+    /// Most sessions held at once.
+    pub max_sessions: usize,
+    /// Most registrations held at once.
+    pub max_registrations: usize,
+    /// Most WireGuard peers one client may declare.
+    pub max_peers_per_client: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            registration_ttl: Duration::from_secs(120),
+            session_lifetime: Duration::from_secs(180),
+            clock_tolerance: Duration::from_secs(120),
+            max_sessions: 1 << 20,
+            max_registrations: 1 << 20,
+            max_peers_per_client: 1024,
+        }
+    }
+}
+
+/// Exact counts of what the server did with the datagrams it was given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handled.
+    pub datagrams: u64,
+    /// Dropped: not a well-formed datagram of this protocol (or not one a server receives).
+    pub malformed: u64,
+    /// Dropped: initiation with a wrong mac1.
+    pub bad_mac1: u64,
+    /// Dropped: initiation that Noise rejected.
+    pub bad_handshake: u64,
+    /// Dropped: initiation whose timestamp is outside the clock tolerance.
+    pub stale_timestamp: u64,
+    /// Dropped: initiation whose timestamp is not newer than the last accepted for its key.
+    pub replayed_initiation: u64,
+    /// Dropped: no room for another session.
+    pub sessions_full: u64,
+    /// Handshakes answered.
+    pub handshakes: u64,
+    /// Dropped: transport message for no live session.
+    pub unknown_session: u64,
+    /// Dropped: transport message that was replayed or did not decrypt.
+    pub bad_transport: u64,
+    /// Dropped: authenticated plaintext that is not a valid request.
+    pub bad_request: u64,
+    /// Dropped: registration over the peer limit, inconsistent parts, or no room in the table.
+    pub refused_registration: u64,
+    /// Registration parts acknowledged.
+    pub registrations: u64,
+    /// Lookups answered.
+    pub lookups: u64,
+}
+
+/// A registration whose parts are still arriving.
+#[derive(Debug)]
+struct Assembly {
+    generation: u32,
+    parts: Vec<Option<Vec<PublicKey>>>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+#[derive(Debug)]
+struct ServerSession {
+    session: Session,
+    client: PublicKey,
+    created: Instant,
+    confirmed: bool,
+    assembly: Option<Assembly>,
+    committed: Option<u32>,
+}
+
+/// What the server remembers of a client key between sessions.
+#[derive(Debug, Default)]
+struct KeyState {
+    last_timestamp: u64,
+    last_handshake: Option<Instant>,
+    current: Option<u32>,
+    pending: Option<u32>,
+}
+
+/// The discovery server.
+pub struct Server {
+    private: PrivateKey,
+    public: PublicKey,
+    mac1: Mac1Key,
+    config: ServerConfig,
+    rng: Rng,
+    sessions: HashMap<u32, ServerSession>,
+    keys: HashMap<PublicKey, KeyState>,
+    registry: Registry,
+    stats: Stats,
+    plaintext: Box<[u8; MAX_PLAINTEXT_LEN]>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("public", &self.public)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server with static key `private`; `seed` seeds its session indexes and ephemeral keys.
+    pub fn new(private: PrivateKey, config: ServerConfig, seed: Seed) -> Self {
+        let public = private.public_key();
+        Self {
+            mac1: Mac1Key::for_server(&public),
+            public,
+            private,
+            registry: Registry::new(config.registration_ttl, config.max_registrations),
+            config,
+            rng: Rng::from_seed(seed),
+            sessions: HashMap::new(),
+            keys: HashMap::new(),
+            stats: Stats::default(),
+            plaintext: Box::new([0; MAX_PLAINTEXT_LEN]),
+        }
+    }
+
+    /// The server's public key, which clients must know.
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    /// What the server has done so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The registration table, for inspection.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Number of sessions held.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Handles one datagram from `from`, received at `now` (monotonic) and `wall` (real time).
+    /// Returns the reply to send back to `from`, if any.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Option<Vec<u8>> {
+        self.stats.datagrams += 1;
+        let from = canonical(from);
+        let reply = match Packet::parse(datagram) {
+            Ok(Packet::HandshakeInit(init)) => self.handle_initiation(now, wall, datagram, &init),
+            Ok(Packet::Transport(message)) => {
+                self.handle_transport(now, from, &message, datagram.len())
+            }
+            Ok(Packet::HandshakeResponse(_)) | Err(_) => {
+                self.stats.malformed += 1;
+                None
+            }
+        };
+        // The protocol's sizes guarantee this; the check keeps the guarantee if they ever change.
+        reply.filter(|r| r.len() <= datagram.len())
+    }
+
+    fn handle_initiation(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        datagram: &[u8],
+        init: &HandshakeInit,
+    ) -> Option<Vec<u8>> {
+        if !self.mac1.verify(datagram.get(..MAC1_OFFSET)?, &init.mac1) {
+            self.stats.bad_mac1 += 1;
+            return None;
+        }
+        let Ok(accepted) = Accepted::read(&self.private, init, self.rng.seed()) else {
+            self.stats.bad_handshake += 1;
+            return None;
+        };
+        let tolerance = u64::try_from(self.config.clock_tolerance.as_nanos()).unwrap_or(u64::MAX);
+        if unix_nanos(wall).abs_diff(accepted.timestamp) > tolerance {
+            self.stats.stale_timestamp += 1;
+            debug!(peer = %accepted.client, "initiation timestamp outside clock tolerance");
+            return None;
+        }
+        let known = self.keys.get(&accepted.client);
+        if known.is_some_and(|k| accepted.timestamp <= k.last_timestamp) {
+            self.stats.replayed_initiation += 1;
+            return None;
+        }
+        let replaces_pending = known.and_then(|k| k.pending).is_some();
+        if self.sessions.len() >= self.config.max_sessions && !replaces_pending {
+            self.expire(now);
+            if self.sessions.len() >= self.config.max_sessions {
+                self.stats.sessions_full += 1;
+                return None;
+            }
+        }
+        let index = self.free_index()?;
+        let client = accepted.client;
+        let timestamp = accepted.timestamp;
+        let Ok((session, response)) = accepted.respond(index) else {
+            self.stats.bad_handshake += 1;
+            return None;
+        };
+        let state = self.keys.entry(client).or_default();
+        state.last_timestamp = timestamp;
+        state.last_handshake = Some(now);
+        if let Some(old) = state.pending.replace(index) {
+            self.sessions.remove(&old);
+        }
+        self.sessions.insert(
+            index,
+            ServerSession {
+                session,
+                client,
+                created: now,
+                confirmed: false,
+                assembly: None,
+                committed: None,
+            },
+        );
+        self.stats.handshakes += 1;
+        debug!(peer = %client, index, "handshake answered");
+        Some(response)
+    }
+
+    fn free_index(&mut self) -> Option<u32> {
+        (0..16)
+            .map(|_| self.rng.next_u32())
+            .find(|i| !self.sessions.contains_key(i))
+    }
+
+    fn handle_transport(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        message: &Transport<'_>,
+        request_len: usize,
+    ) -> Option<Vec<u8>> {
+        let lifetime = self.config.session_lifetime;
+        let Some(entry) = self.sessions.get_mut(&message.receiver_index) else {
+            self.stats.unknown_session += 1;
+            return None;
+        };
+        if now.saturating_duration_since(entry.created) >= lifetime {
+            self.stats.unknown_session += 1;
+            return None;
+        }
+        let Ok(len) = entry.session.open(message, &mut self.plaintext[..]) else {
+            self.stats.bad_transport += 1;
+            return None;
+        };
+        let client = entry.client;
+        if !entry.confirmed {
+            entry.confirmed = true;
+            self.confirm(client, message.receiver_index);
+        }
+        self.registry.touch(&client, from, now);
+        let Ok(request) = Request::parse(self.plaintext.get(..len)?) else {
+            self.stats.bad_request += 1;
+            return None;
+        };
+        let reply = match request {
+            Request::Register(register) => {
+                self.handle_register(now, from, message.receiver_index, register)?
+            }
+            Request::Lookup(lookup) => {
+                self.stats.lookups += 1;
+                let entries = lookup
+                    .peers
+                    .iter()
+                    .map(|target| self.registry.sighting(&client, target, now))
+                    .collect();
+                Reply::LookupReply(LookupReply {
+                    request_id: lookup.request_id,
+                    entries,
+                })
+            }
+        };
+        let mut plaintext = Vec::with_capacity(request_len);
+        reply.emit(&mut plaintext);
+        let mut datagram = Vec::with_capacity(request_len);
+        let session = self.sessions.get_mut(&message.receiver_index)?;
+        session.session.seal(&plaintext, &mut datagram).ok()?;
+        trace!(peer = %client, len = datagram.len(), "reply");
+        Some(datagram)
+    }
+
+    /// Makes the session `index` the key's current one, dropping the one it replaces.
+    fn confirm(&mut self, client: PublicKey, index: u32) {
+        let state = self.keys.entry(client).or_default();
+        if state.pending == Some(index) {
+            state.pending = None;
+        }
+        if let Some(old) = state.current.replace(index) {
+            if old != index {
+                self.sessions.remove(&old);
+            }
+        }
+    }
+
+    fn handle_register(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        index: u32,
+        register: Register,
+    ) -> Option<Reply> {
+        let max_peers = self.config.max_peers_per_client;
+        let session = self.sessions.get_mut(&index)?;
+        let client = session.client;
+        let ack = Reply::RegisterAck(RegisterAck {
+            request_id: register.request_id,
+            part: register.part,
+            ttl_secs: u16::try_from(self.registry.ttl().as_secs()).unwrap_or(u16::MAX),
+            observed: from,
+        });
+        if session.committed.is_some_and(|g| register.generation <= g)
+            || session
+                .assembly
+                .as_ref()
+                .is_some_and(|a| register.generation < a.generation)
+        {
+            // A retransmission of something already taken, or superseded: acknowledge, change nothing.
+            self.stats.registrations += 1;
+            return Some(ack);
+        }
+        let parts = usize::from(register.parts);
+        if parts.saturating_sub(1) * crate::wire::message::MAX_KEYS_PER_PART >= max_peers.max(1) {
+            self.stats.refused_registration += 1;
+            return None;
+        }
+        let assembly = match &mut session.assembly {
+            Some(a) if a.generation == register.generation => a,
+            slot => slot.insert(Assembly {
+                generation: register.generation,
+                parts: vec![None; parts],
+                local_addrs: vec![],
+            }),
+        };
+        if assembly.parts.len() != parts {
+            self.stats.refused_registration += 1;
+            return None;
+        }
+        if register.part == 0 {
+            assembly.local_addrs = register.local_addrs;
+        }
+        if let Some(slot) = assembly.parts.get_mut(usize::from(register.part)) {
+            *slot = Some(register.peers);
+        }
+        if assembly.parts.iter().all(Option::is_some) {
+            let peers: BTreeSet<PublicKey> =
+                assembly.parts.iter().flatten().flatten().copied().collect();
+            if peers.len() > max_peers {
+                session.assembly = None;
+                self.stats.refused_registration += 1;
+                return None;
+            }
+            let local_addrs = std::mem::take(&mut assembly.local_addrs);
+            session.assembly = None;
+            session.committed = Some(register.generation);
+            let registration = Registration {
+                endpoint: from,
+                seen: now,
+                peers,
+                local_addrs,
+            };
+            if !self.registry.register(client, registration, now) {
+                if let Some(s) = self.sessions.get_mut(&index) {
+                    s.committed = None;
+                }
+                self.stats.refused_registration += 1;
+                return None;
+            }
+            debug!(peer = %client, endpoint = %from, "registered");
+        }
+        self.stats.registrations += 1;
+        Some(ack)
+    }
+
+    /// Drops expired sessions, registrations and replay-protection state. Call it now and then
+    /// (every few seconds); [`Server::handle`] also calls it when a table is full.
+    pub fn expire(&mut self, now: Instant) {
+        let lifetime = self.config.session_lifetime;
+        self.sessions
+            .retain(|_, s| now.saturating_duration_since(s.created) < lifetime);
+        let sessions = &self.sessions;
+        // A key's last timestamp must outlive any initiation that could still pass the clock check.
+        let keep_timestamps = self.config.clock_tolerance * 2 + lifetime;
+        self.keys.retain(|_, k| {
+            k.current = k.current.filter(|i| sessions.contains_key(i));
+            k.pending = k.pending.filter(|i| sessions.contains_key(i));
+            k.current.is_some()
+                || k.pending.is_some()
+                || k.last_handshake
+                    .is_some_and(|t| now.saturating_duration_since(t) < keep_timestamps)
+        });
+        self.registry.purge(now);
+    }
+}

@@ -1,0 +1,371 @@
+//! Client and server state machines joined in memory by a simulated network: a clock, loss,
+//! duplication, reordering, and NATs that rewrite each client's source address.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use wgpunch_common::client::{Client, ClientConfig, Event};
+use wgpunch_common::keys::{PrivateKey, PublicKey};
+use wgpunch_common::noise::Rng;
+use wgpunch_common::server::{Server, ServerConfig};
+use wgpunch_common::wire::Packet;
+
+/// How the simulated network mistreats datagrams, in percent.
+#[derive(Clone, Copy, Default)]
+struct Faults {
+    loss: u64,
+    duplicate: u64,
+    reorder: u64,
+}
+
+struct Node {
+    client: Client,
+    /// The address the NAT maps this client to; the server sees this.
+    public: SocketAddr,
+    events: Vec<Event>,
+}
+
+struct Net {
+    server: Server,
+    nodes: Vec<Node>,
+    start: Instant,
+    now: Instant,
+    wall: SystemTime,
+    rng: Rng,
+    faults: Faults,
+    /// Every datagram a client sent, with the address the server saw it from.
+    sent_to_server: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+fn key(n: u8) -> PrivateKey {
+    PrivateKey::from_bytes([n; 32])
+}
+
+impl Net {
+    fn new(server_key: PrivateKey, faults: Faults) -> Self {
+        let now = Instant::now();
+        Self {
+            server: Server::new(server_key, ServerConfig::default(), [9; 32]),
+            nodes: Vec::new(),
+            start: now,
+            now,
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            rng: Rng::from_seed([7; 32]),
+            faults,
+            sent_to_server: Vec::new(),
+        }
+    }
+
+    /// Adds a client with key `n` behind a NAT that maps it to `public`, declaring `peers`.
+    fn add(&mut self, n: u8, public: &str, peers: &[u8]) -> usize {
+        let peers: Vec<PublicKey> = peers.iter().map(|&p| key(p).public_key()).collect();
+        let client = Client::new(
+            key(n),
+            self.server.public_key(),
+            peers,
+            vec![],
+            ClientConfig::default(),
+            [n; 32],
+        );
+        self.nodes.push(Node {
+            client,
+            public: public.parse().unwrap(),
+            events: Vec::new(),
+        });
+        self.nodes.len() - 1
+    }
+
+    fn roll(&mut self, percent: u64) -> bool {
+        percent > 0 && self.rng.next_u64() % 100 < percent
+    }
+
+    /// Runs the network for `duration` of simulated time in 10 ms steps.
+    fn run(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            // Client to server.
+            let mut to_server = Vec::new();
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                while let Some(datagram) = node.client.poll_transmit(self.now, self.wall) {
+                    to_server.push((i, node.public, datagram));
+                }
+            }
+            let mut to_clients = Vec::new();
+            for (i, from, datagram) in self.mistreat(to_server) {
+                self.sent_to_server.push((from, datagram.clone()));
+                if let Some(reply) = self.server.handle(self.now, self.wall, from, &datagram) {
+                    assert!(reply.len() <= datagram.len(), "the server amplified");
+                    to_clients.push((i, from, reply));
+                }
+            }
+            // Server to client; the NAT maps the public address back to the client.
+            for (i, _, reply) in self.mistreat(to_clients) {
+                self.nodes[i].client.handle_datagram(self.now, &reply);
+            }
+            for node in &mut self.nodes {
+                while let Some(event) = node.client.poll_event() {
+                    node.events.push(event);
+                }
+            }
+            self.now += Duration::from_millis(10);
+            self.wall += Duration::from_millis(10);
+            if (self.now - self.start).as_millis().is_multiple_of(1000) {
+                self.server.expire(self.now);
+            }
+        }
+    }
+
+    fn mistreat(
+        &mut self,
+        datagrams: Vec<(usize, SocketAddr, Vec<u8>)>,
+    ) -> Vec<(usize, SocketAddr, Vec<u8>)> {
+        let mut out = Vec::new();
+        for d in datagrams {
+            if self.roll(self.faults.loss) {
+                continue;
+            }
+            if self.roll(self.faults.duplicate) {
+                out.push(d.clone());
+            }
+            out.push(d);
+        }
+        if out.len() > 1 && self.roll(self.faults.reorder) {
+            out.reverse();
+        }
+        out
+    }
+
+    fn resolved(&self, node: usize) -> HashMap<PublicKey, SocketAddr> {
+        self.nodes[node]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Resolved { peer, endpoint, .. } => Some((*peer, *endpoint)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Asks every client for all of its peers, the way the client binary retries every few seconds.
+    fn lookup_all(&mut self, peers: &[(usize, &[u8])]) {
+        for &(node, keys) in peers {
+            self.nodes[node]
+                .client
+                .lookup(keys.iter().map(|&k| key(k).public_key()));
+        }
+    }
+}
+
+/// Runs lookups every 2 s until both nodes resolved each other or `limit` passes.
+fn converge(net: &mut Net, limit: Duration) -> Duration {
+    let start = net.now;
+    while net.now - start < limit {
+        net.lookup_all(&[(0, &[2]), (1, &[1])]);
+        net.run(Duration::from_secs(2));
+        if net.resolved(0).contains_key(&key(2).public_key())
+            && net.resolved(1).contains_key(&key(1).public_key())
+        {
+            return net.now - start;
+        }
+    }
+    panic!("did not converge within {limit:?}");
+}
+
+#[test]
+fn two_clients_behind_nats_find_each_others_public_endpoints() {
+    let mut net = Net::new(key(100), Faults::default());
+    net.add(1, "203.0.113.10:40001", &[2]);
+    net.add(2, "198.51.100.20:51820", &[1]);
+    converge(&mut net, Duration::from_secs(10));
+    assert_eq!(
+        net.resolved(0)[&key(2).public_key()],
+        "198.51.100.20:51820".parse().unwrap()
+    );
+    assert_eq!(
+        net.resolved(1)[&key(1).public_key()],
+        "203.0.113.10:40001".parse().unwrap()
+    );
+    let registered = net.nodes[0].events.iter().find_map(|e| match e {
+        Event::Registered { observed, .. } => Some(*observed),
+        _ => None,
+    });
+    assert_eq!(
+        registered,
+        Some("203.0.113.10:40001".parse().unwrap()),
+        "the server tells the client what it observed"
+    );
+    assert_eq!(
+        net.server.stats().malformed + net.server.stats().bad_transport,
+        0
+    );
+}
+
+#[test]
+fn converges_despite_loss_duplication_and_reordering() {
+    let faults = Faults {
+        loss: 30,
+        duplicate: 20,
+        reorder: 30,
+    };
+    let mut net = Net::new(key(100), faults);
+    net.add(1, "203.0.113.10:40001", &[2]);
+    net.add(2, "203.0.113.20:40002", &[1]);
+    converge(&mut net, Duration::from_secs(120));
+    assert_eq!(
+        net.resolved(0)[&key(2).public_key()],
+        "203.0.113.20:40002".parse().unwrap()
+    );
+}
+
+#[test]
+fn a_peer_that_does_not_list_us_stays_unknown() {
+    let mut net = Net::new(key(100), Faults::default());
+    net.add(1, "203.0.113.10:40001", &[2]);
+    net.add(2, "203.0.113.20:40002", &[3]);
+    net.lookup_all(&[(0, &[2])]);
+    net.run(Duration::from_secs(2));
+    net.lookup_all(&[(0, &[2])]);
+    net.run(Duration::from_secs(2));
+    assert!(net.resolved(0).is_empty());
+    assert!(net.nodes[0].events.contains(&Event::Unknown {
+        peer: key(2).public_key()
+    }));
+}
+
+#[test]
+fn a_replayed_initiation_from_elsewhere_moves_nothing() {
+    let mut net = Net::new(key(100), Faults::default());
+    net.add(1, "203.0.113.10:40001", &[2]);
+    net.add(2, "203.0.113.20:40002", &[1]);
+    converge(&mut net, Duration::from_secs(10));
+    let (_, initiation) = net
+        .sent_to_server
+        .iter()
+        .find(|(from, d)| {
+            *from == net.nodes[0].public && matches!(Packet::parse(d), Ok(Packet::HandshakeInit(_)))
+        })
+        .cloned()
+        .unwrap();
+    let attacker: SocketAddr = "198.51.100.66:6666".parse().unwrap();
+    let before = net.server.stats().clone();
+    assert_eq!(
+        net.server.handle(net.now, net.wall, attacker, &initiation),
+        None
+    );
+    assert_eq!(
+        net.server.stats().replayed_initiation,
+        before.replayed_initiation + 1
+    );
+    let a = key(1).public_key();
+    assert_eq!(
+        net.server.registry().get(&a, net.now).unwrap().endpoint,
+        net.nodes[0].public
+    );
+    // Replayed transport packets from elsewhere are refused too.
+    let (_, transport) = net
+        .sent_to_server
+        .iter()
+        .rev()
+        .find(|(from, d)| {
+            *from == net.nodes[0].public && matches!(Packet::parse(d), Ok(Packet::Transport(_)))
+        })
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        net.server.handle(net.now, net.wall, attacker, &transport),
+        None
+    );
+    assert_eq!(
+        net.server.registry().get(&a, net.now).unwrap().endpoint,
+        net.nodes[0].public
+    );
+}
+
+#[test]
+fn a_new_nat_mapping_is_seen_on_the_next_message() {
+    let mut net = Net::new(key(100), Faults::default());
+    net.add(1, "203.0.113.10:40001", &[2]);
+    net.add(2, "203.0.113.20:40002", &[1]);
+    converge(&mut net, Duration::from_secs(10));
+    net.nodes[1].public = "203.0.113.20:50000".parse().unwrap();
+    net.nodes[0].events.clear();
+    net.nodes[1].client.lookup([key(1).public_key()]);
+    net.run(Duration::from_secs(1));
+    net.nodes[0].client.lookup([key(2).public_key()]);
+    net.run(Duration::from_secs(1));
+    assert_eq!(
+        net.resolved(0)[&key(2).public_key()],
+        "203.0.113.20:50000".parse().unwrap()
+    );
+}
+
+#[test]
+fn clients_recover_after_a_server_restart_and_keep_working_across_rekeys() {
+    let mut net = Net::new(key(100), Faults::default());
+    net.add(1, "203.0.113.10:40001", &[2]);
+    net.add(2, "203.0.113.20:40002", &[1]);
+    converge(&mut net, Duration::from_secs(10));
+    // The server loses all state; clients notice the silence and handshake again.
+    net.server = Server::new(key(100), ServerConfig::default(), [10; 32]);
+    for node in &mut net.nodes {
+        node.events.clear();
+    }
+    let took = converge(&mut net, Duration::from_secs(60));
+    assert!(took < Duration::from_secs(60));
+    // Run past several rekeys and registration refreshes; lookups keep working.
+    net.run(Duration::from_secs(400));
+    for node in &mut net.nodes {
+        node.events.clear();
+    }
+    converge(&mut net, Duration::from_secs(10));
+    assert!(
+        net.server.session_count() <= 2 * net.nodes.len(),
+        "old sessions are dropped: {}",
+        net.server.session_count()
+    );
+}
+
+#[test]
+fn a_long_peer_list_registers_in_parts() {
+    let mut net = Net::new(
+        key(100),
+        Faults {
+            loss: 10,
+            duplicate: 10,
+            reorder: 10,
+        },
+    );
+    let many: Vec<u8> = (2..=99).collect();
+    net.add(1, "203.0.113.10:40001", &many);
+    net.add(2, "203.0.113.20:40002", &[1]);
+    converge(&mut net, Duration::from_secs(60));
+    let registration = net
+        .server
+        .registry()
+        .get(&key(1).public_key(), net.now)
+        .unwrap();
+    assert_eq!(registration.peers.len(), many.len());
+}
+
+#[test]
+fn a_client_of_another_server_gets_silence() {
+    let mut net = Net::new(key(100), Faults::default());
+    let wrong_server = key(101).public_key();
+    net.nodes.push(Node {
+        client: Client::new(
+            key(1),
+            wrong_server,
+            vec![],
+            vec![],
+            ClientConfig::default(),
+            [1; 32],
+        ),
+        public: "203.0.113.10:40001".parse().unwrap(),
+        events: Vec::new(),
+    });
+    net.run(Duration::from_secs(5));
+    assert!(net.nodes[0].events.is_empty());
+    assert!(net.server.stats().bad_mac1 > 0);
+    assert_eq!(net.server.stats().handshakes, 0);
+}
