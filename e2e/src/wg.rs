@@ -2,7 +2,10 @@
 //!
 //! `wireguard-go -f NAME` runs in the foreground inside a namespace; its TUN device lives in that
 //! namespace, but its UAPI socket is `/var/run/wireguard/NAME.sock` in the one shared file system,
-//! which is why interface names are unique across all tests ([`global_ifname`]).
+//! which is why interface names are unique across all tests ([`global_ifname`]). For the same
+//! reason `wg` (and any userspace backend) reaches a `wireguard-go` interface by name from every
+//! namespace, and `wg show all` lists the interfaces of all running tests: never use it.
+//! `wireguard-go` logs to stdout, not stderr.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -111,6 +114,9 @@ impl WgInterface {
             .cmd("wireguard-go")?
             .args(["-f", &name])
             .env("LOG_LEVEL", "verbose")
+            // Also silences the banner claiming this kernel has WireGuard, printed even when
+            // it has not.
+            .env("WG_PROCESS_FOREGROUND", "1")
             .spawn(&format!("wireguard-go {name} in {}", ns.label()))?;
 
         let socket = socket_path(&name);
