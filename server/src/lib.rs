@@ -1,0 +1,5 @@
+//! The wgpunch discovery server: an unprivileged UDP service that records where each
+//! authenticated WireGuard key is and tells consenting peers.
+
+pub mod keyfile;
+pub mod serve;
