@@ -2,6 +2,9 @@
 //! WireGuard listen port through raw sockets, and sets the endpoints of the peers it finds.
 
 pub mod bpf;
+pub mod cli;
+pub mod iface;
 pub mod packet;
 pub mod raw;
+pub mod run;
 pub mod sys;

@@ -1,0 +1,131 @@
+//! The client's command line.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Exit status when every peer was resolved (or already connected).
+pub const EXIT_OK: u8 = 0;
+/// Exit status on an error (the message says which).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status on a usage error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when the timeout passed with peers still unresolved.
+pub const EXIT_UNRESOLVED: u8 = 3;
+/// Exit status when the server never answered within the timeout.
+pub const EXIT_NO_SERVER: u8 = 4;
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  every peer was resolved (or already had a working handshake)
+  1  error: missing privileges, unknown interface, bad server key, ...
+  2  usage error
+  3  the timeout passed with peers unresolved (they are listed)
+  4  the server never answered within the timeout
+
+Example:
+  wgpunch-client wg0 discovery.example.net:51818 1rwvlEQkF6vL4jA1gRzlTM7I3tuZHtdq8qkLMwBs8Uw=";
+
+/// wgpunch client: finds the public endpoints of a WireGuard interface's peers through a
+/// wgpunch discovery server and sets them on the interface.
+///
+/// It registers with the server from the interface's own listen port (through a raw socket, so the
+/// NAT mapping the server sees is the one WireGuard uses), looks up every peer, and sets each
+/// peer's endpoint and persistent keepalive. Peers with a handshake in the last 180 seconds are
+/// left alone. Needs CAP_NET_RAW (raw sockets) and CAP_NET_ADMIN (the interface): run as root.
+#[derive(Debug, Parser)]
+#[command(name = "wgpunch-client", version, about, long_about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// The WireGuard interface, e.g. wg0.
+    #[arg(value_name = "INTERFACE")]
+    pub interface: String,
+
+    /// The discovery server, as HOST:PORT (a name or an address; IPv6 in brackets).
+    #[arg(value_name = "SERVER:PORT")]
+    pub server: String,
+
+    /// The server's public key (base64, as `wgpunch-server --print-public-key` prints it).
+    #[arg(value_name = "SERVER_PUBKEY")]
+    pub server_key: String,
+
+    /// Keep running: refresh the registration and re-resolve peers whose handshake goes stale.
+    #[arg(short, long, env = "WGPUNCH_CONTINUOUS")]
+    pub continuous: bool,
+
+    /// Seconds between lookups of peers that are not resolved yet.
+    #[arg(short, long, value_name = "SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600), env = "WGPUNCH_DELAY")]
+    pub delay: u64,
+
+    /// One-shot mode: give up after this many seconds (exit 3, or 4 if the server never answered).
+    #[arg(short, long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400), env = "WGPUNCH_TIMEOUT")]
+    pub timeout: u64,
+
+    /// Persistent keepalive, in seconds, set on every resolved peer (keeps NAT mappings open).
+    #[arg(short, long, value_name = "SECS", default_value_t = 25, value_parser = clap::value_parser!(u16).range(1..), env = "WGPUNCH_KEEPALIVE")]
+    pub keepalive: u16,
+
+    /// How to reach the interface: kernel (netlink), userspace (UAPI socket of wireguard-go,
+    /// boringtun, ...) or auto (userspace when its socket exists, else kernel).
+    #[arg(short, long, value_enum, default_value_t = BackendChoice::Auto, env = "WGPUNCH_BACKEND")]
+    pub backend: BackendChoice,
+
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(
+        long,
+        value_name = "FILTER",
+        env = "WGPUNCH_LOG",
+        default_value = "info"
+    )]
+    pub log: String,
+}
+
+impl Cli {
+    /// The retry delay.
+    pub fn delay(&self) -> Duration {
+        Duration::from_secs(self.delay)
+    }
+
+    /// The one-shot timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout)
+    }
+}
+
+/// Which WireGuard implementation to talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// Userspace if its UAPI socket exists, else kernel.
+    Auto,
+    /// The kernel module, through netlink.
+    Kernel,
+    /// A userspace implementation, through its UAPI socket.
+    Userspace,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn natpunch_go_command_lines_still_work() {
+        let cli = Cli::try_parse_from([
+            "wgpunch-client",
+            "-c",
+            "-d",
+            "5",
+            "wg0",
+            "demo.example:12345",
+            "1rwvlEQkF6vL4jA1gRzlTM7I3tuZHtdq8qkLMwBs8Uw=",
+        ])
+        .unwrap();
+        assert!(cli.continuous);
+        assert_eq!(cli.delay(), Duration::from_secs(5));
+        assert_eq!(cli.interface, "wg0");
+    }
+}
