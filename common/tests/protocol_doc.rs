@@ -1,0 +1,93 @@
+//! `docs/PROTOCOL.md` must describe the code: its tables are checked against the constants here.
+
+use wgpunch_common::mac::MAC1_LABEL;
+use wgpunch_common::noise::{NOISE_PARAMS, PROLOGUE};
+use wgpunch_common::replay::WINDOW_SIZE;
+use wgpunch_common::wire::endpoint::ENDPOINT_LEN;
+use wgpunch_common::wire::message::*;
+use wgpunch_common::wire::packet::*;
+
+fn doc() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
+    std::fs::read_to_string(path).expect("docs/PROTOCOL.md exists")
+}
+
+fn assert_documented(doc: &str, line: &str) {
+    assert!(
+        doc.contains(line),
+        "docs/PROTOCOL.md should contain:\n{line}"
+    );
+}
+
+#[test]
+fn datagram_table_matches_the_code() {
+    let doc = doc();
+    assert_documented(&doc, &format!("| `0x{TYPE_HANDSHAKE_INIT:02x}` | handshake initiation | client → server | {HANDSHAKE_INIT_LEN} |"));
+    assert_documented(&doc, &format!("| `0x{TYPE_HANDSHAKE_RESPONSE:02x}` | handshake response | server → client | {HANDSHAKE_RESPONSE_LEN} |"));
+    assert_documented(
+        &doc,
+        &format!("| `0x{TYPE_COOKIE_REPLY:02x}` | cookie reply"),
+    );
+    assert_documented(&doc, &format!("| `0x{TYPE_TRANSPORT:02x}` | transport message | both | {TRANSPORT_MIN_LEN} to {TRANSPORT_MAX_LEN} |"));
+    assert_documented(
+        &doc,
+        &format!(
+            "| {MAC1_OFFSET} | 16 | mac1 over bytes 0 to {} |",
+            MAC1_OFFSET - 1
+        ),
+    );
+    assert_documented(&doc, &format!("| {MAC2_OFFSET} | 16 | mac2"));
+    assert_documented(
+        &doc,
+        &format!("| 8 | {NOISE_INIT_LEN} | Noise IK message 1"),
+    );
+    assert_documented(
+        &doc,
+        &format!("| 12 | {NOISE_RESPONSE_LEN} | Noise IK message 2"),
+    );
+    assert_documented(
+        &doc,
+        &format!("A plaintext is 8 to {MAX_PLAINTEXT_LEN} bytes"),
+    );
+    assert_documented(&doc, &format!("window** of {WINDOW_SIZE} counters"));
+}
+
+#[test]
+fn plaintext_table_matches_the_code() {
+    let doc = doc();
+    assert_documented(&doc, &format!("| `0x{KIND_REGISTER:02x}` | register | max({REGISTER_HEADER_LEN} + 32·k + {ENDPOINT_LEN}·a, {MIN_REQUEST_LEN}); at most {MAX_PLAINTEXT_LEN} |"));
+    assert_documented(
+        &doc,
+        &format!("| `0x{KIND_REGISTER_ACK:02x}` | register ack | {REGISTER_ACK_LEN} |"),
+    );
+    assert_documented(&doc, &format!("| `0x{KIND_LOOKUP:02x}` | lookup | {LOOKUP_HEADER_LEN} + 32·k, k from 1 to {MAX_KEYS_PER_LOOKUP} |"));
+    assert_documented(&doc, &format!("| `0x{KIND_LOOKUP_REPLY:02x}` | lookup reply | {LOOKUP_HEADER_LEN} + {LOOKUP_ENTRY_LEN}·k, k from 1 to {MAX_KEYS_PER_LOOKUP} |"));
+    assert_documented(&doc, &format!("at least **{MIN_REQUEST_LEN}** bytes"));
+    assert_documented(
+        &doc,
+        &format!("number of local addresses, at most {MAX_LOCAL_ADDRS}"),
+    );
+    assert_documented(
+        &doc,
+        &format!("number of peer keys in this part, at most {MAX_KEYS_PER_PART}"),
+    );
+}
+
+#[test]
+fn cryptographic_parameters_match_the_code() {
+    let doc = doc();
+    assert_documented(&doc, &format!("`{NOISE_PARAMS}`"));
+    let prologue = std::str::from_utf8(PROLOGUE).unwrap();
+    assert_documented(
+        &doc,
+        &format!("the {} ASCII bytes `{prologue}`", PROLOGUE.len()),
+    );
+    let label = std::str::from_utf8(MAC1_LABEL).unwrap();
+    assert_documented(
+        &doc,
+        &format!(
+            "BLAKE2s-256(\"{label}\" ‖ server public key)` ({}-byte label)",
+            MAC1_LABEL.len()
+        ),
+    );
+}
