@@ -65,6 +65,9 @@ pub enum Event {
         endpoint: SocketAddr,
         /// How long ago the server saw it there.
         age: Duration,
+        /// The peer was already told our current endpoint: both sides can now open their NATs
+        /// towards each other without either side's packets arriving unannounced.
+        peer_has_yours: bool,
     },
     /// The server cannot tell where a peer is (not registered, expired or not consenting).
     Unknown {
@@ -491,6 +494,7 @@ impl Client {
                             peer,
                             endpoint: s.endpoint,
                             age: Duration::from_secs(u64::from(s.age_secs)),
+                            peer_has_yours: s.peer_has_yours,
                         },
                         None => Event::Unknown { peer },
                     });

@@ -7,7 +7,7 @@
 
 pub mod registry;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -309,7 +309,7 @@ impl Server {
                 let entries = lookup
                     .peers
                     .iter()
-                    .map(|target| self.registry.sighting(&client, target, now))
+                    .map(|target| self.registry.lookup(&client, target, now))
                     .collect();
                 Reply::LookupReply(LookupReply {
                     request_id: lookup.request_id,
@@ -404,6 +404,7 @@ impl Server {
                 seen: now,
                 peers,
                 local_addrs,
+                given: BTreeMap::new(),
             };
             if !self.registry.register(client, registration, now) {
                 if let Some(s) = self.sessions.get_mut(&index) {

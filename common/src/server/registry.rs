@@ -1,6 +1,6 @@
 //! Who is registered where: the server's table of observed endpoints and declared peers.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,8 @@ pub struct Registration {
     pub peers: BTreeSet<PublicKey>,
     /// The local addresses the client declared.
     pub local_addrs: Vec<SocketAddr>,
+    /// For each peer this client was told about, the endpoint it was told.
+    pub given: BTreeMap<PublicKey, SocketAddr>,
 }
 
 /// The table of registrations, each valid for `ttl` after its client was last seen.
@@ -73,6 +75,15 @@ impl Registry {
                 return false;
             }
         }
+        let mut registration = registration;
+        if let Some(old) = self.entries.remove(&key) {
+            // What this client was told stays true across a refresh, for peers it still lists.
+            registration.given = old
+                .given
+                .into_iter()
+                .filter(|(k, _)| registration.peers.contains(k))
+                .collect();
+        }
         self.entries.insert(key, registration);
         true
     }
@@ -87,10 +98,11 @@ impl Registry {
         }
     }
 
-    /// Where `target` is, if both `requester` and `target` are live and list each other as peers.
-    /// Unknown, expired and not-consenting targets all give `None`, so the answers look alike.
-    pub fn sighting(
-        &self,
+    /// Where `target` is, if both `requester` and `target` are live and list each other as peers;
+    /// remembers that `requester` was told. Unknown, expired and not-consenting targets all give
+    /// `None`, so the answers look alike.
+    pub fn lookup(
+        &mut self,
         requester: &PublicKey,
         target: &PublicKey,
         now: Instant,
@@ -101,10 +113,15 @@ impl Registry {
             return None;
         }
         let age = now.saturating_duration_since(found.seen).as_secs();
-        Some(Sighting {
+        let sighting = Sighting {
             endpoint: found.endpoint,
             age_secs: u32::try_from(age).unwrap_or(u32::MAX),
-        })
+            peer_has_yours: found.given.get(requester) == Some(&asker.endpoint),
+        };
+        if let Some(asker) = self.entries.get_mut(requester) {
+            asker.given.insert(*target, sighting.endpoint);
+        }
+        Some(sighting)
     }
 
     /// Drops every registration that has expired.
@@ -129,6 +146,7 @@ mod tests {
             seen: now,
             peers: peers.iter().map(|&n| key(n)).collect(),
             local_addrs: vec![],
+            given: BTreeMap::new(),
         }
     }
 
@@ -140,24 +158,43 @@ mod tests {
         assert!(reg.register(key(2), registration("198.51.100.2:2", now, &[1]), now));
         assert!(reg.register(key(3), registration("198.51.100.3:3", now, &[]), now));
         assert_eq!(
-            reg.sighting(&key(1), &key(2), now).map(|s| s.endpoint),
+            reg.lookup(&key(1), &key(2), now).map(|s| s.endpoint),
             Some("198.51.100.2:2".parse().unwrap())
         );
+        assert_eq!(reg.lookup(&key(1), &key(3), now), None, "3 does not list 1");
+        assert_eq!(reg.lookup(&key(3), &key(1), now), None, "3 does not list 1");
         assert_eq!(
-            reg.sighting(&key(1), &key(3), now),
-            None,
-            "3 does not list 1"
-        );
-        assert_eq!(
-            reg.sighting(&key(3), &key(1), now),
-            None,
-            "3 does not list 1"
-        );
-        assert_eq!(
-            reg.sighting(&key(4), &key(1), now),
+            reg.lookup(&key(4), &key(1), now),
             None,
             "4 is not registered"
         );
+    }
+
+    #[test]
+    fn the_flag_says_whether_the_peer_was_told_the_askers_current_endpoint() {
+        let now = Instant::now();
+        let mut reg = Registry::new(Duration::from_secs(60), 10);
+        reg.register(key(1), registration("198.51.100.1:1", now, &[2]), now);
+        reg.register(key(2), registration("198.51.100.2:2", now, &[1]), now);
+        assert!(
+            !reg.lookup(&key(1), &key(2), now).unwrap().peer_has_yours,
+            "2 has not asked yet"
+        );
+        assert!(
+            reg.lookup(&key(2), &key(1), now).unwrap().peer_has_yours,
+            "1 was told about 2"
+        );
+        assert!(
+            reg.lookup(&key(1), &key(2), now).unwrap().peer_has_yours,
+            "2 was told about 1"
+        );
+        // 1's mapping changes: what 2 was told is stale until 2 asks again.
+        reg.touch(&key(1), "198.51.100.1:9".parse().unwrap(), now);
+        assert!(!reg.lookup(&key(1), &key(2), now).unwrap().peer_has_yours);
+        assert!(reg.lookup(&key(2), &key(1), now).unwrap().peer_has_yours);
+        // A refreshed registration keeps what its client was told.
+        reg.register(key(2), registration("198.51.100.2:2", now, &[1]), now);
+        assert!(reg.lookup(&key(1), &key(2), now).unwrap().peer_has_yours);
     }
 
     #[test]
@@ -171,11 +208,11 @@ mod tests {
         reg.touch(&key(2), "198.51.100.2:9".parse().unwrap(), later);
         reg.touch(&key(1), "198.51.100.1:1".parse().unwrap(), later);
         let sighting = reg
-            .sighting(&key(1), &key(2), later + Duration::from_secs(5))
+            .lookup(&key(1), &key(2), later + Duration::from_secs(5))
             .unwrap();
         assert_eq!(sighting.endpoint, "198.51.100.2:9".parse().unwrap());
         assert_eq!(sighting.age_secs, 5);
-        assert_eq!(reg.sighting(&key(1), &key(2), later + ttl), None);
+        assert_eq!(reg.lookup(&key(1), &key(2), later + ttl), None);
         reg.purge(later + ttl);
         assert!(reg.is_empty());
         reg.touch(&key(1), "198.51.100.1:1".parse().unwrap(), later + ttl);

@@ -39,8 +39,11 @@ const _: () = assert!(LOOKUP_ENTRY_LEN <= KEY_LEN);
 pub const LOOKUP_HEADER_LEN: usize = 8;
 /// Most keys one lookup asks for.
 pub const MAX_KEYS_PER_LOOKUP: usize = 32;
-/// Length of one lookup reply entry: an endpoint and its age in seconds.
-pub const LOOKUP_ENTRY_LEN: usize = ENDPOINT_LEN + 4;
+/// Length of one lookup reply entry: an endpoint, its age in seconds, flags and 3 reserved bytes.
+pub const LOOKUP_ENTRY_LEN: usize = ENDPOINT_LEN + 4 + 4;
+/// Entry flag: the peer has already been given the asker's current endpoint, so it has opened
+/// (or is opening) its NAT towards the asker, and the asker can start WireGuard towards it.
+pub const FLAG_PEER_HAS_YOURS: u8 = 0x01;
 
 /// One part of a registration: the client's WireGuard peers and local addresses.
 ///
@@ -91,6 +94,8 @@ pub struct Sighting {
     pub endpoint: SocketAddr,
     /// Seconds since the server saw it.
     pub age_secs: u32,
+    /// True when the peer was already given the asker's current endpoint ([`FLAG_PEER_HAS_YOURS`]).
+    pub peer_has_yours: bool,
 }
 
 /// The answer to a [`Lookup`]: one entry per key asked for, in the same order.
@@ -290,9 +295,18 @@ impl Reply {
                     .map(|_| {
                         let endpoint = endpoint::parse(&mut r).ok_or(WireError::Truncated)?;
                         let age_secs = r.u32().ok_or(WireError::Truncated)?;
+                        let [flags, reserved @ ..] = r.array::<4>().ok_or(WireError::Truncated)?;
+                        if reserved != [0; 3] || flags & !FLAG_PEER_HAS_YOURS != 0 {
+                            return Err(WireError::Reserved);
+                        }
+                        let peer_has_yours = flags & FLAG_PEER_HAS_YOURS != 0;
                         match endpoint {
-                            Some(endpoint) => Ok(Some(Sighting { endpoint, age_secs })),
-                            None if age_secs == 0 => Ok(None),
+                            Some(endpoint) => Ok(Some(Sighting {
+                                endpoint,
+                                age_secs,
+                                peer_has_yours,
+                            })),
+                            None if age_secs == 0 && flags == 0 => Ok(None),
                             None => Err(WireError::Reserved),
                         }
                     })
@@ -326,6 +340,12 @@ impl Reply {
                 for entry in &m.entries {
                     endpoint::emit(entry.map(|s| s.endpoint), out);
                     out.extend_from_slice(&entry.map_or(0, |s| s.age_secs).to_be_bytes());
+                    let flags = if entry.is_some_and(|s| s.peer_has_yours) {
+                        FLAG_PEER_HAS_YOURS
+                    } else {
+                        0
+                    };
+                    out.extend_from_slice(&[flags, 0, 0, 0]);
                 }
             }
         }
@@ -422,7 +442,8 @@ mod tests {
                 entries: vec![
                     Some(Sighting {
                         endpoint: "[2001:db8::1]:1".parse().unwrap(),
-                        age_secs: 1
+                        age_secs: 1,
+                        peer_has_yours: true,
                     });
                     n
                 ],
@@ -515,10 +536,13 @@ mod tests {
                 })
             },
         );
-        let entry = proptest::option::of(
-            (arb_addr(), any::<u32>())
-                .prop_map(|(endpoint, age_secs)| Sighting { endpoint, age_secs }),
-        );
+        let entry = proptest::option::of((arb_addr(), any::<u32>(), any::<bool>()).prop_map(
+            |(endpoint, age_secs, peer_has_yours)| Sighting {
+                endpoint,
+                age_secs,
+                peer_has_yours,
+            },
+        ));
         let lookup = (
             any::<u32>(),
             proptest::collection::vec(entry, 1..=MAX_KEYS_PER_LOOKUP),
