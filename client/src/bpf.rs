@@ -155,6 +155,11 @@ fn finish(mut prog: Vec<Insn>) -> Vec<Insn> {
     prog
 }
 
+/// A program that accepts nothing, for a raw socket that only sends.
+pub fn drop_all_program() -> Vec<Insn> {
+    vec![Insn::stmt(BPF_RET | BPF_K, DROP)]
+}
+
 /// The filter for a raw IPv4 `IPPROTO_UDP` socket: accepts only unfragmented UDP from
 /// `server`:`server_port` to `local_port`. The data starts at the IPv4 header.
 pub fn ipv4_program(server: Ipv4Addr, server_port: u16, local_port: u16) -> Vec<Insn> {

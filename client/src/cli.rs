@@ -14,6 +14,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNRESOLVED: u8 = 3;
 /// Exit status when the server never answered within the timeout.
 pub const EXIT_NO_SERVER: u8 = 4;
+/// Exit status when endpoints were set but no WireGuard handshake followed with some peers.
+pub const EXIT_NO_HANDSHAKE: u8 = 5;
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -22,6 +24,8 @@ Exit status:
   2  usage error
   3  the timeout passed with peers unresolved (they are listed)
   4  the server never answered within the timeout
+  5  endpoints were set but no WireGuard handshake followed with some peers
+     (listed): no direct path, most likely a NAT that maps per destination
 
 Example:
   wgpunch-client wg0 discovery.example.net:51818 1rwvlEQkF6vL4jA1gRzlTM7I3tuZHtdq8qkLMwBs8Uw=";
@@ -60,6 +64,16 @@ pub struct Cli {
     #[arg(short, long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400), env = "WGPUNCH_TIMEOUT")]
     pub timeout: u64,
 
+    /// Seconds to wait for a WireGuard handshake with a peer after setting its endpoint.
+    #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=600), env = "WGPUNCH_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: u64,
+
+    /// IP TTL of the punches that open our own NAT towards a peer before WireGuard sends to it.
+    /// They must pass our NAT but expire before the peer's. Default: 1 when the server sees our
+    /// own address (no NAT), else 2 (one NAT in front of us).
+    #[arg(long, value_name = "HOPS", value_parser = clap::value_parser!(u8).range(1..=64), env = "WGPUNCH_PUNCH_TTL")]
+    pub punch_ttl: Option<u8>,
+
     /// Persistent keepalive, in seconds, set on every resolved peer (keeps NAT mappings open).
     #[arg(short, long, value_name = "SECS", default_value_t = 25, value_parser = clap::value_parser!(u16).range(1..), env = "WGPUNCH_KEEPALIVE")]
     pub keepalive: u16,
@@ -88,6 +102,11 @@ impl Cli {
     /// The one-shot timeout.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout)
+    }
+
+    /// The wait for a handshake after setting an endpoint.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout)
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Peer {
     pub keepalive: Option<u16>,
     /// When it last completed a handshake.
     pub last_handshake: Option<SystemTime>,
+    /// Bytes received from it so far.
+    pub rx_bytes: u64,
 }
 
 impl Peer {
@@ -164,6 +166,7 @@ pub fn read(name: &str, choice: BackendChoice) -> Result<Interface, IfaceError> 
                 .stats
                 .last_handshake_time
                 .filter(|t| *t != SystemTime::UNIX_EPOCH),
+            rx_bytes: p.stats.rx_bytes,
         })
         .collect();
     Ok(Interface {
@@ -175,20 +178,22 @@ pub fn read(name: &str, choice: BackendChoice) -> Result<Interface, IfaceError> 
     })
 }
 
-/// Sets the persistent keepalive of one peer and, if given, its endpoint, touching nothing else.
+/// Sets the endpoint and/or persistent keepalive of one peer, touching nothing else of it.
 pub fn update_peer(
     iface: &Interface,
     peer: &PublicKey,
     endpoint: Option<SocketAddr>,
-    keepalive: u16,
+    keepalive: Option<u16>,
 ) -> Result<(), IfaceError> {
     let name = iface.name.as_str_lossy().into_owned();
     // The userspace backend would start a new wireguard-go if the socket were gone; refuse instead.
     if iface.backend == Backend::Userspace && !uapi_socket_exists(&name) {
         return Err(IfaceError::NotFound(name));
     }
-    let mut builder =
-        PeerConfigBuilder::new(&Key(peer.0)).set_persistent_keepalive_interval(keepalive);
+    let mut builder = PeerConfigBuilder::new(&Key(peer.0));
+    if let Some(keepalive) = keepalive {
+        builder = builder.set_persistent_keepalive_interval(keepalive);
+    }
     if let Some(endpoint) = endpoint {
         builder = builder.set_endpoint(endpoint);
     }
@@ -210,6 +215,7 @@ mod tests {
             endpoint: None,
             keepalive: None,
             last_handshake: ago.map(|s| now - Duration::from_secs(s)),
+            rx_bytes: 0,
         };
         assert!(peer(Some(10)).has_fresh_handshake(now));
         assert!(!peer(Some(180)).has_fresh_handshake(now));

@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod cli;
 pub mod iface;
 pub mod packet;
+pub mod peers;
 pub mod raw;
 pub mod run;
 pub mod sys;

@@ -54,6 +54,9 @@ pub struct RawUdp {
     /// The raw socket, non-blocking, bound to the source address, connected to the server's
     /// address and filtered by the BPF program.
     socket: Socket,
+    /// An unconnected raw socket that only sends (its filter drops everything): NAT-opening
+    /// punches towards peers.
+    punch_socket: Socket,
     /// Source address and port of what is sent.
     local: SocketAddr,
     /// The server.
@@ -82,15 +85,7 @@ impl RawUdp {
                 bpf::ipv6_program(*s.ip(), s.port(), local_port),
             ),
         };
-        let socket = Socket::new(domain, Type::RAW, Some(Protocol::UDP)).map_err(|e| {
-            match e.raw_os_error() {
-                Some(libc::EPERM | libc::EACCES) => RawError::NeedCapNetRaw,
-                _ => RawError::Io {
-                    what: "opening a raw UDP socket",
-                    source: e,
-                },
-            }
-        })?;
+        let socket = open_raw(domain)?;
         sys::attach_filter(&socket, &program)
             .map_err(RawError::io("attaching the BPF filter to the raw socket"))?;
         socket
@@ -103,8 +98,15 @@ impl RawUdp {
         socket
             .connect(&raw_addr(server))
             .map_err(RawError::io("connecting the raw socket to the server"))?;
+        let punch_socket = open_raw(domain)?;
+        sys::attach_filter(&punch_socket, &bpf::drop_all_program())
+            .map_err(RawError::io("attaching the BPF filter to the punch socket"))?;
+        punch_socket.bind(&raw_addr(local)).map_err(RawError::io(
+            "binding the punch socket to the source address",
+        ))?;
         let raw = RawUdp {
             socket,
+            punch_socket,
             local,
             server,
             dropped: AtomicU64::new(0),
@@ -147,6 +149,27 @@ impl RawUdp {
                 source: io::Error::new(io::ErrorKind::WriteZero, "datagram sent only in part"),
             });
         }
+        Ok(())
+    }
+
+    /// Sends an empty UDP datagram from local_port to `peer` with the IP TTL (IPv6 hop limit)
+    /// `ttl`, so that it opens the mappings of our own NAT and firewall towards `peer` but expires
+    /// on the way, before it reaches the peer's NAT. The peer's NAT then sees the peer's WireGuard
+    /// packets to us as replies, and ours sees the peer's as replies too.
+    pub fn punch(&self, peer: SocketAddr, ttl: u8) -> Result<(), RawError> {
+        let peer = unmap(peer);
+        let datagram = packet::emit_udp(self.local, peer, &[]).map_err(|e| RawError::Io {
+            what: "building the punch datagram",
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        })?;
+        let set_ttl = match peer {
+            SocketAddr::V4(_) => self.punch_socket.set_ttl_v4(u32::from(ttl)),
+            SocketAddr::V6(_) => self.punch_socket.set_unicast_hops_v6(u32::from(ttl)),
+        };
+        set_ttl.map_err(RawError::io("setting the punch TTL"))?;
+        self.punch_socket
+            .send_to(&datagram, &raw_addr(peer))
+            .map_err(RawError::io("sending a punch through the raw socket"))?;
         Ok(())
     }
 
@@ -313,6 +336,17 @@ fn raw_addr(addr: SocketAddr) -> SockAddr {
     let mut addr = addr;
     addr.set_port(0);
     SockAddr::from(addr)
+}
+
+/// Opens a raw UDP socket, naming the missing capability when that is the reason it fails.
+fn open_raw(domain: Domain) -> Result<Socket, RawError> {
+    Socket::new(domain, Type::RAW, Some(Protocol::UDP)).map_err(|e| match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => RawError::NeedCapNetRaw,
+        _ => RawError::Io {
+            what: "opening a raw UDP socket",
+            source: e,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
-//! The client's main loop: the sans-IO [`Client`] driven over the raw UDP path, with the
-//! WireGuard interface read before and written as answers arrive.
+//! The client's main loop: the sans-IO protocol [`Client`] and per-peer [`Peers`] driven over the
+//! raw UDP path and the WireGuard interface.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context as _, Result};
@@ -11,12 +10,16 @@ use wgpunch_common::client::{Client, ClientConfig, Event};
 use wgpunch_common::keys::PublicKey;
 use wgpunch_common::wire::packet::TRANSPORT_MAX_LEN;
 
-use crate::cli::{Cli, EXIT_NO_SERVER, EXIT_OK, EXIT_UNRESOLVED};
+use crate::cli::{Cli, EXIT_NO_HANDSHAKE, EXIT_NO_SERVER, EXIT_OK, EXIT_UNRESOLVED};
 use crate::iface::{self, Interface};
+use crate::peers::{Action, PeerPolicy, Peers};
 use crate::raw::RawUdp;
 
-/// How often continuous mode re-reads the interface for new peers and stale handshakes.
-const REREAD_EVERY: Duration = Duration::from_secs(10);
+/// How often the interface is read while a peer waits for a handshake or parking to end.
+const WATCH_CLOSELY: Duration = Duration::from_secs(1);
+
+/// How often continuous mode reads the interface otherwise (new peers, dead paths).
+const WATCH: Duration = Duration::from_secs(10);
 
 /// In continuous mode, how long without a server before a warning is logged.
 const SILENCE_WARNING: Duration = Duration::from_secs(30);
@@ -38,15 +41,16 @@ pub fn resolve_server(server: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("server name {server:?} has no addresses"))
 }
 
-/// The state of one peer the client looks after.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PeerState {
-    /// Needs an endpoint from the server.
-    Wanted,
-    /// Has a recent handshake; left alone.
-    Connected,
-    /// Its endpoint was set from the server's answer.
-    Resolved(SocketAddr),
+/// Everything the loop works with.
+struct Driver<'a> {
+    cli: &'a Cli,
+    iface: Interface,
+    raw: RawUdp,
+    client: Client,
+    peers: Peers,
+    /// Our WireGuard port's public address as the server sees it.
+    observed: Option<SocketAddr>,
+    next_watch: Instant,
 }
 
 /// Runs the client until one-shot mode is done or for ever in continuous mode; returns the exit
@@ -57,7 +61,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         .parse()
         .map_err(|e| anyhow!("SERVER_PUBKEY {:?} is not a valid key: {e}", cli.server_key))?;
     let server = resolve_server(&cli.server)?;
-    let mut iface = iface::read(&cli.interface, cli.backend)?;
+    let iface = iface::read(&cli.interface, cli.backend)?;
     info!(iface = %cli.interface, backend = %iface.backend, listen_port = iface.listen_port, peers = iface.peers.len(), "read interface");
 
     let raw = RawUdp::open(server, iface.listen_port)
@@ -67,7 +71,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| anyhow!("OS random generator failed: {e}"))?;
     let peer_keys: Vec<PublicKey> = iface.peers.iter().map(|p| p.key).collect();
-    let mut client = Client::new(
+    let client = Client::new(
         iface.private_key.clone(),
         server_key,
         peer_keys,
@@ -75,201 +79,259 @@ pub fn run(cli: &Cli) -> Result<u8> {
         ClientConfig::default(),
         seed,
     );
+    let policy = PeerPolicy::new(cli.continuous, cli.keepalive, cli.handshake_timeout());
+    let now = Instant::now();
+    let peers = Peers::new(policy, &iface.peers, now, SystemTime::now());
+    let mut driver = Driver {
+        cli,
+        iface,
+        raw,
+        client,
+        peers,
+        observed: None,
+        next_watch: now,
+    };
+    driver.apply_actions()?;
+    driver.run(server)
+}
 
-    let mut peers = classify_peers(&iface, SystemTime::now());
-    let started = Instant::now();
-    let deadline = (!cli.continuous).then(|| started + cli.timeout());
-    let mut next_lookup = started;
-    let mut next_reread = started + REREAD_EVERY;
-    let mut last_contact: Option<Instant> = None;
-    let mut warned_silence = false;
-    let mut registered = false;
-    let mut buf = vec![0u8; TRANSPORT_MAX_LEN + 1];
+impl Driver<'_> {
+    fn run(&mut self, server: SocketAddr) -> Result<u8> {
+        let cli = self.cli;
+        let started = Instant::now();
+        let deadline = (!cli.continuous).then(|| started + cli.timeout());
+        let mut next_lookup = started;
+        let mut last_contact: Option<Instant> = None;
+        let mut warned_silence = false;
+        let mut buf = vec![0u8; TRANSPORT_MAX_LEN + 1];
 
-    loop {
-        let now = Instant::now();
-        if cli.continuous && now >= next_reread {
-            next_reread = now + REREAD_EVERY;
-            match iface::read(&cli.interface, cli.backend) {
-                Ok(fresh) => {
-                    refresh_peers(&mut peers, &fresh, SystemTime::now());
-                    client.set_peers(fresh.peers.iter().map(|p| p.key).collect());
-                    iface = fresh;
-                }
-                Err(e) => warn!(error = %e, "re-reading the interface failed"),
+        loop {
+            let now = Instant::now();
+            if now >= self.next_watch {
+                self.watch(now)?;
             }
-        }
-        if now >= next_lookup {
-            next_lookup = now + cli.delay();
-            let wanted: Vec<PublicKey> = wanted(&peers).collect();
-            client.lookup(wanted);
-        }
-        while let Some(datagram) = client.poll_transmit(now, SystemTime::now()) {
-            raw.send(&datagram).context("sending to the server")?;
-        }
-        while let Some(event) = client.poll_event() {
-            last_contact = Some(Instant::now());
-            warned_silence = false;
-            match event {
-                Event::Connected => debug!(server = %server, "handshake with the server complete"),
-                Event::Registered { observed, ttl } => {
-                    if !registered {
-                        info!(observed = %observed, ttl_secs = ttl.as_secs(), "registered; the server sees this WireGuard port as {observed}");
-                    }
-                    registered = true;
-                }
-                Event::Resolved {
-                    peer,
-                    endpoint,
-                    age,
-                } => on_resolved(cli, &iface, &mut peers, peer, endpoint, age)?,
-                Event::Unknown { peer } => {
-                    debug!(peer = %peer, "server does not know this peer yet")
-                }
+            if now >= next_lookup {
+                next_lookup = now + cli.delay();
+                let wanted: Vec<PublicKey> = self.peers.wanted().collect();
+                self.client.lookup(wanted);
             }
-        }
-        if !cli.continuous && registered && wanted(&peers).next().is_none() {
-            info!(peers = peers.len(), "every peer resolved");
-            return Ok(EXIT_OK);
-        }
-        if let Some(deadline) = deadline {
-            if now >= deadline {
-                return Ok(give_up(cli, server, last_contact.is_some(), &peers));
+            while let Some(datagram) = self.client.poll_transmit(now, SystemTime::now()) {
+                self.raw.send(&datagram).context("sending to the server")?;
             }
-        }
-        if cli.continuous
-            && !warned_silence
-            && now.saturating_duration_since(last_contact.unwrap_or(started)) >= SILENCE_WARNING
-        {
-            warn!(server = %server, "no answer from the server for {} s; still trying", SILENCE_WARNING.as_secs());
-            warned_silence = true;
-        }
-        let wake = [
-            client.poll_timeout(),
-            Some(next_lookup),
-            deadline,
-            cli.continuous.then_some(next_reread),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(now + cli.delay());
-        let wait = wake
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        if let Some(len) = raw
-            .recv(&mut buf, wait)
-            .context("receiving from the server")?
-        {
-            client.handle_datagram(Instant::now(), buf.get(..len).unwrap_or_default());
+            while let Some(event) = self.client.poll_event() {
+                last_contact = Some(Instant::now());
+                warned_silence = false;
+                self.on_event(event)?;
+            }
+            self.apply_actions()?;
+
+            let registered = self.observed.is_some();
+            if !cli.continuous && registered && self.peers.is_settled() {
+                return Ok(self.finish());
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(self.give_up(server, last_contact.is_some()));
+            }
+            if cli.continuous
+                && !warned_silence
+                && now.saturating_duration_since(last_contact.unwrap_or(started)) >= SILENCE_WARNING
+            {
+                warn!(server = %server, "no answer from the server for {} s; still trying", SILENCE_WARNING.as_secs());
+                warned_silence = true;
+            }
+            let wake = [
+                self.client.poll_timeout(),
+                Some(next_lookup),
+                deadline,
+                Some(self.next_watch),
+                self.peers.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + cli.delay());
+            let wait = wake
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            if let Some(len) = self
+                .raw
+                .recv(&mut buf, wait)
+                .context("receiving from the server")?
+            {
+                self.client
+                    .handle_datagram(Instant::now(), buf.get(..len).unwrap_or_default());
+            }
         }
     }
-}
 
-fn classify_peers(iface: &Interface, now: SystemTime) -> BTreeMap<PublicKey, PeerState> {
-    iface
-        .peers
-        .iter()
-        .map(|p| {
-            (
-                p.key,
-                if p.has_fresh_handshake(now) {
-                    PeerState::Connected
-                } else {
-                    PeerState::Wanted
-                },
-            )
-        })
-        .collect()
-}
-
-/// Brings the peer table in line with a fresh read of the interface: new peers are wanted, removed
-/// ones forgotten, and peers whose handshake went stale are wanted again.
-fn refresh_peers(peers: &mut BTreeMap<PublicKey, PeerState>, iface: &Interface, now: SystemTime) {
-    let current: BTreeSet<PublicKey> = iface.peers.iter().map(|p| p.key).collect();
-    peers.retain(|k, _| current.contains(k));
-    for peer in &iface.peers {
-        let state = if peer.has_fresh_handshake(now) {
-            PeerState::Connected
+    /// Reads the interface and lets the peers notice handshakes, dead paths and new peers.
+    fn watch(&mut self, now: Instant) -> Result<()> {
+        match iface::read(&self.cli.interface, self.cli.backend) {
+            Ok(fresh) => {
+                self.peers.observe(&fresh.peers, now, SystemTime::now());
+                if self.cli.continuous {
+                    self.client
+                        .set_peers(fresh.peers.iter().map(|p| p.key).collect());
+                }
+                self.iface = fresh;
+            }
+            // One-shot mode needs the interface to the end; continuous mode waits for it to return.
+            Err(e) if self.cli.continuous => warn!(error = %e, "re-reading the interface failed"),
+            Err(e) => return Err(e.into()),
+        }
+        let every = if self.peers.is_busy() || !self.cli.continuous {
+            WATCH_CLOSELY
         } else {
-            PeerState::Wanted
+            WATCH
         };
-        let entry = peers.entry(peer.key).or_insert(state);
-        if state == PeerState::Connected || *entry == PeerState::Connected {
-            *entry = state;
+        self.next_watch = now + every;
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) -> Result<()> {
+        match event {
+            Event::Connected => debug!("handshake with the server complete"),
+            Event::Registered { observed, ttl } => {
+                if self.observed != Some(observed) {
+                    info!(observed = %observed, ttl_secs = ttl.as_secs(), "registered; the server sees this WireGuard port as {observed}");
+                }
+                self.observed = Some(observed);
+            }
+            Event::Resolved {
+                peer,
+                endpoint,
+                age,
+                peer_has_yours,
+            } => {
+                debug!(peer = %peer, endpoint = %endpoint, seen_secs_ago = age.as_secs(), peer_has_yours, "server answered");
+                // Decide on what the interface shows right now: WireGuard may have found a path.
+                let current = iface::read(&self.cli.interface, self.cli.backend)?;
+                if let Some(view) = current.peers.iter().find(|p| p.key == peer) {
+                    self.peers.on_resolved(
+                        peer,
+                        endpoint,
+                        peer_has_yours,
+                        view,
+                        Instant::now(),
+                        SystemTime::now(),
+                    );
+                }
+                self.iface = current;
+            }
+            Event::Unknown { peer } => {
+                debug!(peer = %peer, "server cannot tell where this peer is yet")
+            }
         }
+        Ok(())
     }
-}
 
-fn wanted(peers: &BTreeMap<PublicKey, PeerState>) -> impl Iterator<Item = PublicKey> + '_ {
-    peers
-        .iter()
-        .filter(|(_, s)| **s == PeerState::Wanted)
-        .map(|(k, _)| *k)
-}
-
-fn on_resolved(
-    cli: &Cli,
-    iface: &Interface,
-    peers: &mut BTreeMap<PublicKey, PeerState>,
-    peer: PublicKey,
-    endpoint: SocketAddr,
-    age: Duration,
-) -> Result<()> {
-    let Some(state) = peers.get_mut(&peer) else {
-        return Ok(());
-    };
-    if *state != PeerState::Wanted {
-        return Ok(());
+    /// The punch TTL: passes our own NAT (if any) and expires before the peer's.
+    fn punch_ttl(&self) -> u8 {
+        self.cli.punch_ttl.unwrap_or(match self.observed {
+            Some(observed) if observed.ip() == self.raw.local_addr().ip() => 1,
+            _ => 2,
+        })
     }
-    // Re-check just before writing: WireGuard may have found a path while we were asking.
-    let current = iface::read(&cli.interface, cli.backend)?;
-    let Some(now_peer) = current.peers.iter().find(|p| p.key == peer) else {
-        return Ok(());
-    };
-    if now_peer.has_fresh_handshake(SystemTime::now()) {
-        // WireGuard already has a working path (the peer reached us first): keep its endpoint,
-        // but make sure the keepalive holds the NAT mappings open from this side too.
-        if now_peer.keepalive != Some(cli.keepalive) {
-            iface::update_peer(iface, &peer, None, cli.keepalive)?;
+
+    fn apply_actions(&mut self) -> Result<()> {
+        let keepalive = Some(self.cli.keepalive);
+        while let Some(action) = self.peers.poll_action() {
+            match action {
+                Action::Punch { peer, endpoint } => {
+                    let ttl = self.punch_ttl();
+                    match self.raw.punch(endpoint, ttl) {
+                        Ok(()) => {
+                            debug!(peer = %peer, endpoint = %endpoint, ttl, "punched our NAT open towards the peer")
+                        }
+                        Err(e) => {
+                            debug!(peer = %peer, endpoint = %endpoint, error = %e, "punch failed")
+                        }
+                    }
+                }
+                Action::SetEndpoint { peer, endpoint } => {
+                    iface::update_peer(&self.iface, &peer, Some(endpoint), keepalive)?;
+                    info!(peer = %peer, endpoint = %endpoint, "set peer endpoint; waiting for a WireGuard handshake");
+                    self.next_watch = self.next_watch.min(Instant::now() + WATCH_CLOSELY);
+                }
+                Action::SetKeepalive { peer } => {
+                    iface::update_peer(&self.iface, &peer, None, keepalive)?;
+                    info!(peer = %peer, "peer already connected; kept its endpoint, set the keepalive");
+                }
+                Action::Park { peer } => {
+                    let parking = parking_endpoint(self.raw.local_addr(), self.iface.listen_port);
+                    iface::update_peer(&self.iface, &peer, Some(parking), None)?;
+                    info!(peer = %peer, "path to the peer is dead; parking it so stale NAT state expires, then finding it again");
+                }
+            }
         }
-        info!(peer = %peer, endpoint = ?now_peer.endpoint, "peer already connected; kept its endpoint");
-        *state = PeerState::Connected;
-        return Ok(());
+        Ok(())
     }
-    if now_peer.endpoint != Some(endpoint) || now_peer.keepalive != Some(cli.keepalive) {
-        iface::update_peer(iface, &peer, Some(endpoint), cli.keepalive)?;
-    }
-    info!(peer = %peer, endpoint = %endpoint, seen_secs_ago = age.as_secs(), "set peer endpoint");
-    *state = PeerState::Resolved(endpoint);
-    Ok(())
-}
 
-fn give_up(
-    cli: &Cli,
-    server: SocketAddr,
-    heard_from_server: bool,
-    peers: &BTreeMap<PublicKey, PeerState>,
-) -> u8 {
-    if !heard_from_server {
+    fn finish(&self) -> u8 {
+        let failed: Vec<(PublicKey, SocketAddr)> = self.peers.without_handshake().collect();
+        if failed.is_empty() {
+            info!(peers = self.peers.len(), "every peer connected");
+            return EXIT_OK;
+        }
+        report_no_handshake(&failed, self.cli.handshake_timeout);
+        EXIT_NO_HANDSHAKE
+    }
+
+    fn give_up(&self, server: SocketAddr, heard_from_server: bool) -> u8 {
+        let cli = self.cli;
+        if !heard_from_server {
+            eprintln!(
+                "wgpunch-client: no answer from the server {server} ({}) within {} s: check the address and port, that \
+                 wgpunch-server runs there and UDP reaches it, and that SERVER_PUBKEY is its public key \
+                 (a server ignores clients that use a wrong key)",
+                cli.server, cli.timeout
+            );
+            return EXIT_NO_SERVER;
+        }
+        let unresolved: Vec<String> = self.peers.unresolved().map(|k| k.to_string()).collect();
+        let failed: Vec<(PublicKey, SocketAddr)> = self.peers.without_handshake().collect();
+        if !failed.is_empty() {
+            report_no_handshake(&failed, cli.handshake_timeout);
+        }
+        if unresolved.is_empty() {
+            return if failed.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_NO_HANDSHAKE
+            };
+        }
         eprintln!(
-            "wgpunch-client: no answer from the server {server} ({}) within {} s: check the address and port, that \
-             wgpunch-server runs there and UDP reaches it, and that SERVER_PUBKEY is its public key \
-             (a server ignores clients that use a wrong key)",
-            cli.server, cli.timeout
+            "wgpunch-client: {} of {} peers unresolved after {} s (not registered with the server, or they do not list \
+             this interface's key as a peer):",
+            unresolved.len(),
+            self.peers.len(),
+            cli.timeout
         );
-        return EXIT_NO_SERVER;
+        for key in &unresolved {
+            eprintln!("  {key}");
+        }
+        EXIT_UNRESOLVED
     }
-    let unresolved: Vec<String> = wanted(peers).map(|k| k.to_string()).collect();
+}
+
+fn report_no_handshake(failed: &[(PublicKey, SocketAddr)], waited: u64) {
     eprintln!(
-        "wgpunch-client: {} of {} peers unresolved after {} s (not registered with the server, or they do not list \
-         this interface's key as a peer):",
-        unresolved.len(),
-        peers.len(),
-        cli.timeout
+        "wgpunch-client: no WireGuard handshake within {waited} s with {} peer(s) after setting their endpoints: no \
+         direct path. Most likely this host's NAT or the peer's maps per destination (symmetric NAT), so the address \
+         the server saw is not the one the peer's packets would reach; a relay is needed for these:",
+        failed.len()
     );
-    for key in &unresolved {
-        eprintln!("  {key}");
+    for (key, endpoint) in failed {
+        eprintln!("  {key} (tried {endpoint})");
     }
-    EXIT_UNRESOLVED
+}
+
+/// Where a parked peer's endpoint points: our own WireGuard port on loopback, so that nothing
+/// leaves the host towards the peer.
+fn parking_endpoint(local: SocketAddr, listen_port: u16) -> SocketAddr {
+    let ip = match local.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    };
+    SocketAddr::new(ip, listen_port)
 }
