@@ -118,10 +118,11 @@ impl Driver<'_> {
             while let Some(datagram) = self.client.poll_transmit(now, SystemTime::now()) {
                 self.raw.send(&datagram).context("sending to the server")?;
             }
-            while let Some(event) = self.client.poll_event() {
+            let events: Vec<Event> = std::iter::from_fn(|| self.client.poll_event()).collect();
+            if !events.is_empty() {
                 last_contact = Some(Instant::now());
                 warned_silence = false;
-                self.on_event(event)?;
+                self.on_events(events)?;
             }
             self.apply_actions()?;
 
@@ -188,38 +189,41 @@ impl Driver<'_> {
         Ok(())
     }
 
-    fn on_event(&mut self, event: Event) -> Result<()> {
-        match event {
-            Event::Connected => debug!("handshake with the server complete"),
-            Event::Registered { observed, ttl } => {
-                if self.observed != Some(observed) {
-                    info!(observed = %observed, ttl_secs = ttl.as_secs(), "registered; the server sees this WireGuard port as {observed}");
+    fn on_events(&mut self, events: Vec<Event>) -> Result<()> {
+        if events.iter().any(|e| matches!(e, Event::Resolved { .. })) {
+            // Decide on what the interface shows right now: WireGuard may have found a path.
+            self.iface = iface::read(&self.cli.interface, self.cli.backend)?;
+        }
+        for event in events {
+            match event {
+                Event::Connected => debug!("handshake with the server complete"),
+                Event::Registered { observed, ttl } => {
+                    if self.observed != Some(observed) {
+                        info!(observed = %observed, ttl_secs = ttl.as_secs(), "registered; the server sees this WireGuard port as {observed}");
+                    }
+                    self.observed = Some(observed);
                 }
-                self.observed = Some(observed);
-            }
-            Event::Resolved {
-                peer,
-                endpoint,
-                age,
-                peer_has_yours,
-            } => {
-                debug!(peer = %peer, endpoint = %endpoint, seen_secs_ago = age.as_secs(), peer_has_yours, "server answered");
-                // Decide on what the interface shows right now: WireGuard may have found a path.
-                let current = iface::read(&self.cli.interface, self.cli.backend)?;
-                if let Some(view) = current.peers.iter().find(|p| p.key == peer) {
-                    self.peers.on_resolved(
-                        peer,
-                        endpoint,
-                        peer_has_yours,
-                        view,
-                        Instant::now(),
-                        SystemTime::now(),
-                    );
+                Event::Resolved {
+                    peer,
+                    endpoint,
+                    age,
+                    peer_has_yours,
+                } => {
+                    debug!(peer = %peer, endpoint = %endpoint, seen_secs_ago = age.as_secs(), peer_has_yours, "server answered");
+                    if let Some(view) = self.iface.peers.iter().find(|p| p.key == peer) {
+                        self.peers.on_resolved(
+                            peer,
+                            endpoint,
+                            peer_has_yours,
+                            view,
+                            Instant::now(),
+                            SystemTime::now(),
+                        );
+                    }
                 }
-                self.iface = current;
-            }
-            Event::Unknown { peer } => {
-                debug!(peer = %peer, "server cannot tell where this peer is yet")
+                Event::Unknown { peer } => {
+                    debug!(peer = %peer, "server cannot tell where this peer is yet")
+                }
             }
         }
         Ok(())
