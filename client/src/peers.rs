@@ -255,7 +255,15 @@ impl Peers {
                 tracked.rx_changed = now;
             }
             let next = match tracked.state {
-                State::Wanted | State::Verifying { .. } if fresh => Some(State::Connected),
+                State::Verifying { .. } if fresh => Some(State::Connected),
+                State::Wanted if fresh => {
+                    // The peer reached us first: keep the endpoint WireGuard learned, but hold the
+                    // NAT mappings open from this side too.
+                    if peer.keepalive != Some(self.policy.keepalive) {
+                        self.actions.push(Action::SetKeepalive { peer: peer.key });
+                    }
+                    Some(State::Connected)
+                }
                 State::Verifying { endpoint, since }
                     if now >= since + self.policy.handshake_timeout =>
                 {
@@ -473,6 +481,39 @@ mod tests {
             endpoint(),
             true,
             &peer(Some("198.51.100.10:51820"), Some(1), 92),
+            now,
+            SystemTime::now(),
+        );
+        assert_eq!(actions(&mut peers), vec![Action::SetKeepalive { peer: A }]);
+        assert_eq!(peers.state(&A), Some(State::Connected));
+    }
+
+    #[test]
+    fn a_waiting_peer_that_connects_by_itself_gets_the_keepalive() {
+        let now = Instant::now();
+        let mut peers = Peers::new(
+            policy(false),
+            &[peer(None, None, 0)],
+            now,
+            SystemTime::now(),
+        );
+        peers.on_resolved(
+            A,
+            endpoint(),
+            false,
+            &peer(None, None, 0),
+            now,
+            SystemTime::now(),
+        );
+        assert_eq!(
+            actions(&mut peers),
+            vec![Action::Punch {
+                peer: A,
+                endpoint: endpoint()
+            }]
+        );
+        peers.observe(
+            &[peer(Some("198.51.100.10:51820"), Some(0), 92)],
             now,
             SystemTime::now(),
         );
