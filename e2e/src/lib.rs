@@ -27,6 +27,7 @@
 mod bins;
 mod cmd;
 mod ids;
+mod nat;
 mod netns;
 mod prereq;
 mod process;
@@ -38,6 +39,10 @@ mod wgpunch;
 pub use bins::{bin_dir, binary, client_binary, server_binary, workspace_root, CLIENT, SERVER};
 pub use cmd::{Cmd, Output, DEFAULT_TIMEOUT};
 pub use ids::{global_ifname, netns_name, unique_suffix, IFNAME_MAX};
+pub use nat::{
+    nat_ruleset, parse_conntrack, server_addr, EndpointCheck, Flow, Host, Internet, NatKind,
+    NatRouter, NatWorld, Peer, Site, HOST_IF, LAN_IF, REMAP_RANGE, SERVER_IP, SNAT_RANGE, WAN_IF,
+};
 pub use netns::{netns_exists, Netns, Switch};
 pub use prereq::{effective_uid, package_of, require_test_bed, tool};
 pub use process::{Process, TERM_GRACE};

@@ -18,6 +18,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("iptables", "iptables"),
     ("ping", "iputils-ping"),
     ("setpriv", "util-linux"),
+    ("conntrack", "conntrack"),
 ];
 
 /// Directories searched after `PATH`, since a non-login root shell may lack the sbin ones.
@@ -64,8 +65,8 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Checks once per process that we are root and that `ip`, `wg`, `wireguard-go`, `ping`, `ss`
-/// and `setpriv` exist. Called by everything that builds topology.
+/// Checks once per process that we are root and that `ip`, `wg`, `wireguard-go`, `ping`, `ss`,
+/// `setpriv` and `conntrack` exist. Called by everything that builds topology.
 pub fn require_test_bed() -> Result<()> {
     static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
     CHECKED
@@ -82,10 +83,18 @@ fn check() -> Result<()> {
              this process runs as uid {euid}: run `sudo scripts/test`"
         );
     }
-    let missing: Vec<String> = ["ip", "ss", "wg", "wireguard-go", "ping", "setpriv"]
-        .iter()
-        .filter_map(|p| tool(p).err().map(|e| e.to_string()))
-        .collect();
+    let missing: Vec<String> = [
+        "ip",
+        "ss",
+        "wg",
+        "wireguard-go",
+        "ping",
+        "setpriv",
+        "conntrack",
+    ]
+    .iter()
+    .filter_map(|p| tool(p).err().map(|e| e.to_string()))
+    .collect();
     if !missing.is_empty() {
         bail!("{}", missing.join("; "));
     }
