@@ -1,0 +1,335 @@
+//! The client across NATs: two WireGuard peers behind different kinds of NAT (see
+//! `wgpunch_e2e::NatWorld`) find each other through the discovery server at 198.51.100.2:51818.
+//!
+//! For every pair that can connect, both one-shot clients must exit 0 (every endpoint set and a
+//! WireGuard handshake seen), each side's `wg show` endpoint for the other must be the public
+//! address the other's NAT really uses for that flow (read from the NAT router's conntrack), and a
+//! ping must cross the tunnel both ways. A symmetric NAT cannot be punched: both clients must say
+//! so (exit 5) instead of claiming success. Timings go to stderr (`--nocapture` shows them).
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use wgpunch_e2e::{
+    expect_ok, EndpointCheck, NatKind, NatWorld, Output, Peer, Process, Server, Site, REMAP_RANGE,
+    SNAT_RANGE,
+};
+
+/// `--timeout` of the one-shot clients.
+const CLIENT_TIMEOUT_SECS: u64 = 40;
+
+/// The client's default wait for a WireGuard handshake after setting the endpoints.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(15);
+
+/// How long a one-shot client may run before the test gives up on it.
+const CLIENT_BUDGET: Duration =
+    Duration::from_secs(CLIENT_TIMEOUT_SECS + HANDSHAKE_WAIT.as_secs() + 10);
+
+/// Budget for a ping across the tunnel once the clients are done.
+const PING_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Exit status: endpoints set, but no WireGuard handshake with some peer.
+const EXIT_NO_HANDSHAKE: i32 = 5;
+
+/// Continuous mode: how much later b's client starts than a's.
+const LATE_START: Duration = Duration::from_secs(15);
+
+/// Continuous mode: budget for both peers to connect once b's client runs.
+const FIND_BUDGET: Duration = Duration::from_secs(60);
+
+/// Continuous mode: budget for both sides to follow a's NAT to its new mapping.
+const REMAP_BUDGET: Duration = Duration::from_secs(240);
+
+/// Interval between two checks of the network while waiting.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A world of two peers at `a` and `b` with the server running.
+fn world_with_server(a: Site, b: Site) -> Result<(NatWorld, Server)> {
+    let world = NatWorld::build(a, b)?;
+    let server = world.start_server()?;
+    Ok((world, server))
+}
+
+/// Starts a client with `options` on `peer`.
+fn start_client(peer: &Peer, options: &[&str], server: &Server) -> Result<Process> {
+    peer.client_cmd(options, server)?
+        .spawn(&format!("wgpunch-client on {}", peer.name()))
+}
+
+/// Runs both one-shot clients at once; returns their outputs and when they were started.
+fn run_one_shot(world: &NatWorld, server: &Server) -> Result<(Output, Output, Instant)> {
+    let timeout = CLIENT_TIMEOUT_SECS.to_string();
+    let options = ["--timeout", timeout.as_str()];
+    let started = Instant::now();
+    let mut client_a = start_client(world.a(), &options, server)?;
+    let mut client_b = start_client(world.b(), &options, server)?;
+    let out_a = client_a.wait_timeout(CLIENT_BUDGET)?;
+    let out_b = client_b.wait_timeout(CLIENT_BUDGET.saturating_sub(started.elapsed()))?;
+    Ok((out_a, out_b, started))
+}
+
+/// Fails unless `out` exited with `code`, adding the server's log and the network state.
+fn ensure_exit(out: &Output, code: i32, world: &NatWorld, server: &Server) -> Result<()> {
+    out.ensure_code(code)
+        .with_context(|| format!("{}\n{}", server.log_tail(), world.diagnostics()))
+}
+
+/// Calls `check` every [`POLL`] until it succeeds, for at most `timeout`; an error from `check`
+/// means "not yet", one from `abort` ends the wait. Returns the value and how long it took; the
+/// timeout error carries `check`'s last reason.
+fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut abort: impl FnMut() -> Result<()>,
+    mut check: impl FnMut() -> Result<T>,
+) -> Result<(T, Duration)> {
+    let started = Instant::now();
+    loop {
+        abort()?;
+        let last = match check() {
+            Ok(value) => return Ok((value, started.elapsed())),
+            Err(e) => e,
+        };
+        if started.elapsed() >= timeout {
+            return Err(last.context(format!("timed out after {timeout:?} waiting for {what}")));
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// Runs both one-shot clients and checks the connection: exit 0, endpoints as the NATs map
+/// them, ping both ways. Prints the timings under `scenario`.
+fn check_connects(scenario: &str, world: &NatWorld, server: &Server) -> Result<[EndpointCheck; 2]> {
+    let (out_a, out_b, started) = run_one_shot(world, server)?;
+    let clients_done = started.elapsed();
+    ensure_exit(&out_a, 0, world, server)?;
+    ensure_exit(&out_b, 0, world, server)?;
+    let checks = world
+        .check_endpoints()
+        .with_context(|| world.diagnostics())?;
+    world.a().ping_until(world.b(), PING_TIMEOUT)?;
+    let first_ping = started.elapsed();
+    world.b().ping_until(world.a(), PING_TIMEOUT)?;
+    eprintln!(
+        "{scenario}: clients exited 0 after {clients_done:.1?}; first ping crossed the tunnel \
+         {first_ping:.1?} after starting the clients; {}; {}",
+        checks[0], checks[1]
+    );
+    Ok(checks)
+}
+
+/// Scenario 1, the hard one: neither NAT filters, so a peer's packet that arrives before this
+/// side's own went out leaves a conntrack entry that steals the mapping (the conntrack trap).
+#[test]
+fn masquerade_nats_on_both_sides_connect() {
+    let nat = Site::Behind(NatKind::Masquerade);
+    let (world, server) = expect_ok(world_with_server(nat, nat));
+    expect_ok(check_connects("masquerade/masquerade", &world, &server));
+}
+
+fn check_eim_remap(world: &NatWorld, server: &Server) -> Result<()> {
+    let checks = check_connects("eim-remap/eim-remap", world, server)?;
+    for (check, peer) in checks.iter().zip([world.b(), world.a()]) {
+        let port = check.endpoint.port();
+        ensure!(
+            port != peer.wg().listen_port(),
+            "{}'s NAT kept its listen port {port}: {check}",
+            peer.name()
+        );
+        ensure!(
+            SNAT_RANGE.contains(&port),
+            "{}'s public port {port} is outside {SNAT_RANGE:?}: {check}",
+            peer.name()
+        );
+    }
+    Ok(())
+}
+
+/// Scenario 2: each NAT maps the WireGuard port to another public port, the same for every
+/// destination.
+#[test]
+fn eim_remap_nats_on_both_sides_connect() {
+    let nat = Site::Behind(NatKind::EimRemap);
+    let (world, server) = expect_ok(world_with_server(nat, nat));
+    expect_ok(check_eim_remap(&world, &server));
+}
+
+/// Scenario 3: both NATs drop unsolicited packets from the internet.
+#[test]
+fn firewalls_on_both_sides_connect() {
+    let nat = Site::Behind(NatKind::Firewall);
+    let (world, server) = expect_ok(world_with_server(nat, nat));
+    expect_ok(check_connects("firewall/firewall", &world, &server));
+}
+
+/// Scenario 4: one peer on the internet itself.
+#[test]
+fn public_host_and_masquerade_nat_connect() {
+    let (world, server) = expect_ok(world_with_server(
+        Site::Public,
+        Site::Behind(NatKind::Masquerade),
+    ));
+    expect_ok(check_connects("public/masquerade", &world, &server));
+}
+
+/// Both endpoints as the NATs map them and one ping through the tunnel each way.
+fn connected(world: &NatWorld) -> Result<[EndpointCheck; 2]> {
+    let checks = world.check_endpoints()?;
+    ensure!(
+        world.ping_once_both_ways()?,
+        "no ping through the tunnel both ways yet ({}; {})",
+        checks[0],
+        checks[1]
+    );
+    Ok(checks)
+}
+
+fn check_continuous(world: &NatWorld, server: &Server) -> Result<()> {
+    let options = ["-c", "--delay", "1"];
+    let (a, b) = (world.a(), world.b());
+    let mut client_a = start_client(a, &options, server)?;
+    let a_started = Instant::now();
+    while a_started.elapsed() < LATE_START {
+        client_a.ensure_running()?;
+        thread::sleep(POLL);
+    }
+    ensure!(
+        a.endpoint_of(b)?.is_none(),
+        "a has an endpoint for b before b's client ever ran"
+    );
+
+    // (a) b shows up late; a's running client must find it without a restart.
+    let mut client_b = start_client(b, &options, server)?;
+    let (checks, found) = wait_for(
+        "both continuous clients to connect the peers",
+        FIND_BUDGET,
+        || {
+            client_a.ensure_running()?;
+            client_b.ensure_running()
+        },
+        || connected(world),
+    )
+    .with_context(|| format!("{}\n{}", server.log_tail(), world.diagnostics()))?;
+    eprintln!(
+        "continuous: b's client started {LATE_START:?} after a's; first ping crossed both ways \
+         {found:.1?} after b's client started; {}; {}",
+        checks[0], checks[1]
+    );
+
+    // (b) a's NAT moves to another port range and forgets every mapping.
+    let nat = a.host().nat().context("a is behind a NAT")?;
+    let old = checks[1].endpoint;
+    nat.set_port_range(REMAP_RANGE)?;
+    nat.flush_conntrack()?;
+    let (checks, followed) = wait_for(
+        "both sides to follow a's NAT to its new mapping",
+        REMAP_BUDGET,
+        || {
+            client_a.ensure_running()?;
+            client_b.ensure_running()
+        },
+        || {
+            let checks = world.check_endpoints()?;
+            let a_public = checks[1].endpoint;
+            ensure!(
+                REMAP_RANGE.contains(&a_public.port()),
+                "b still has a at {a_public} (before the remap: {old})"
+            );
+            connected(world)
+        },
+    )
+    .with_context(|| format!("{}\n{}", server.log_tail(), world.diagnostics()))?;
+    eprintln!(
+        "continuous: a's NAT remapped {old} -> {}; both endpoints followed and a ping crossed \
+         both ways {followed:.1?} after the remap; {}",
+        checks[1].endpoint, checks[0]
+    );
+    client_a.ensure_running()?;
+    client_b.ensure_running()?;
+    Ok(())
+}
+
+/// Scenario 5: continuous clients find a peer whose client starts late, then follow a NAT that
+/// changes its mapping, without restarting anything.
+#[test]
+fn continuous_clients_find_a_late_peer_and_follow_a_remapped_nat() {
+    let nat = Site::Behind(NatKind::EimRemap);
+    let (world, server) = expect_ok(world_with_server(nat, nat));
+    expect_ok(check_continuous(&world, &server));
+}
+
+/// The first line of `text` that says `key` (or every peer) was resolved, if any.
+fn claims_resolved<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    text.lines().find(|line| {
+        let lower = line.to_lowercase();
+        let says_resolved = lower.match_indices("resolved").any(|(i, _)| {
+            let before = &lower[..i];
+            !["un", "not ", "never "]
+                .iter()
+                .any(|neg| before.ends_with(neg))
+        });
+        says_resolved
+            && (line.contains(key) || lower.contains("every peer") || lower.contains("all peers"))
+    })
+}
+
+fn check_symmetric(world: &NatWorld, server: &Server) -> Result<()> {
+    let (out_a, out_b, started) = run_one_shot(world, server)?;
+    let done = started.elapsed();
+    for (out, other) in [(&out_a, world.b()), (&out_b, world.a())] {
+        ensure_exit(out, EXIT_NO_HANDSHAKE, world, server)?;
+        let key = other.public_key();
+        for needle in [key, "no WireGuard handshake", "maps per destination"] {
+            ensure!(
+                out.stderr.contains(needle),
+                "stderr lacks {needle:?}: {out}"
+            );
+        }
+        let everything = format!("{}\n{}", out.stdout, out.stderr);
+        if let Some(line) = claims_resolved(&everything, key) {
+            bail!(
+                "the client claims {} was resolved: {line:?}; {out}",
+                other.name()
+            );
+        }
+    }
+    let b = world.b();
+    let flows = b
+        .host()
+        .nat()
+        .context("b is behind a NAT")?
+        .flows_from(b.local_endpoint())?;
+    eprintln!(
+        "masquerade/symmetric: both clients exited {EXIT_NO_HANDSHAKE} after {done:.1?}; b's \
+         symmetric NAT flows from its WireGuard port: {}",
+        flows
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    Ok(())
+}
+
+/// Scenario 6: a symmetric NAT gives the peer another port than the server saw, so no handshake
+/// can happen; both clients must say so, naming the peer, and exit 5.
+#[test]
+fn symmetric_nat_against_masquerade_exits_5_naming_the_peer() {
+    let (world, server) = expect_ok(world_with_server(
+        Site::Behind(NatKind::Masquerade),
+        Site::Behind(NatKind::Symmetric),
+    ));
+    expect_ok(check_symmetric(&world, &server));
+}
+
+#[test]
+fn claims_resolved_ignores_negations_and_other_peers() {
+    let key = "KEY=";
+    assert!(claims_resolved("INFO set peer endpoint peer=KEY=", key).is_none());
+    assert!(claims_resolved("  2 of 2 peers unresolved:\n  KEY=", key).is_none());
+    assert!(claims_resolved("peer KEY= not resolved", key).is_none());
+    assert!(claims_resolved("INFO resolved peer=OTHER=", key).is_none());
+    assert!(claims_resolved("INFO peer resolved peer=KEY=", key).is_some());
+    assert!(claims_resolved("INFO every peer resolved peers=1", key).is_some());
+}
