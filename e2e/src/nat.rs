@@ -337,6 +337,14 @@ impl NatRouter {
             .find(|f| f.src == from && f.dst == to))
     }
 
+    /// The flows that came in unsolicited from the internet to the router's own address: the
+    /// entries of the conntrack trap (see the module docs).
+    pub fn inbound_flows(&self) -> Result<Vec<Flow>> {
+        let mut flows = self.udp_flows()?;
+        flows.retain(|f| *f.dst.ip() == self.wan_ip);
+        Ok(flows)
+    }
+
     /// Deletes every conntrack entry, so every flow gets a new mapping on its next packet.
     pub fn flush_conntrack(&self) -> Result<()> {
         self.ns

@@ -75,6 +75,24 @@ fn ensure_exit(out: &Output, code: i32, world: &NatWorld, server: &Server) -> Re
         .with_context(|| format!("{}\n{}", server.log_tail(), world.diagnostics()))
 }
 
+/// What explains a failure: the logs of the clients and the server, and the network state.
+fn explain(world: &NatWorld, server: &Server, clients: &[String]) -> String {
+    let mut text = clients.join("\n");
+    text.push_str(&format!("\n{}\n{}", server.log_tail(), world.diagnostics()));
+    text
+}
+
+/// The unsolicited inbound conntrack entries (the trap) at each peer's NAT, for the timings line.
+fn trap_entries(world: &NatWorld) -> Result<String> {
+    let mut parts = Vec::new();
+    for peer in [world.a(), world.b()] {
+        if let Some(nat) = peer.host().nat() {
+            parts.push(format!("{} {}", peer.name(), nat.inbound_flows()?.len()));
+        }
+    }
+    Ok(parts.join(", "))
+}
+
 /// Calls `check` every [`POLL`] until it succeeds, for at most `timeout`; an error from `check`
 /// means "not yet", one from `abort` ends the wait. Returns the value and how long it took; the
 /// timeout error carries `check`'s last reason.
@@ -105,16 +123,26 @@ fn check_connects(scenario: &str, world: &NatWorld, server: &Server) -> Result<[
     let clients_done = started.elapsed();
     ensure_exit(&out_a, 0, world, server)?;
     ensure_exit(&out_b, 0, world, server)?;
+    let logs = [out_a.to_string(), out_b.to_string()];
     let checks = world
         .check_endpoints()
-        .with_context(|| world.diagnostics())?;
-    world.a().ping_until(world.b(), PING_TIMEOUT)?;
+        .with_context(|| explain(world, server, &logs))?;
+    world
+        .a()
+        .ping_until(world.b(), PING_TIMEOUT)
+        .with_context(|| explain(world, server, &logs))?;
     let first_ping = started.elapsed();
-    world.b().ping_until(world.a(), PING_TIMEOUT)?;
+    world
+        .b()
+        .ping_until(world.a(), PING_TIMEOUT)
+        .with_context(|| explain(world, server, &logs))?;
     eprintln!(
         "{scenario}: clients exited 0 after {clients_done:.1?}; first ping crossed the tunnel \
-         {first_ping:.1?} after starting the clients; {}; {}",
-        checks[0], checks[1]
+         {first_ping:.1?} after starting the clients; {}; {}; unsolicited inbound conntrack \
+         entries: {}",
+        checks[0],
+        checks[1],
+        trap_entries(world)?
     );
     Ok(checks)
 }
@@ -201,7 +229,7 @@ fn check_continuous(world: &NatWorld, server: &Server) -> Result<()> {
 
     // (a) b shows up late; a's running client must find it without a restart.
     let mut client_b = start_client(b, &options, server)?;
-    let (checks, found) = wait_for(
+    let found = wait_for(
         "both continuous clients to connect the peers",
         FIND_BUDGET,
         || {
@@ -209,8 +237,9 @@ fn check_continuous(world: &NatWorld, server: &Server) -> Result<()> {
             client_b.ensure_running()
         },
         || connected(world),
-    )
-    .with_context(|| format!("{}\n{}", server.log_tail(), world.diagnostics()))?;
+    );
+    let (checks, found) = found
+        .with_context(|| explain(world, server, &[client_a.log_tail(), client_b.log_tail()]))?;
     eprintln!(
         "continuous: b's client started {LATE_START:?} after a's; first ping crossed both ways \
          {found:.1?} after b's client started; {}; {}",
@@ -222,7 +251,7 @@ fn check_continuous(world: &NatWorld, server: &Server) -> Result<()> {
     let old = checks[1].endpoint;
     nat.set_port_range(REMAP_RANGE)?;
     nat.flush_conntrack()?;
-    let (checks, followed) = wait_for(
+    let followed = wait_for(
         "both sides to follow a's NAT to its new mapping",
         REMAP_BUDGET,
         || {
@@ -238,8 +267,9 @@ fn check_continuous(world: &NatWorld, server: &Server) -> Result<()> {
             );
             connected(world)
         },
-    )
-    .with_context(|| format!("{}\n{}", server.log_tail(), world.diagnostics()))?;
+    );
+    let (checks, followed) = followed
+        .with_context(|| explain(world, server, &[client_a.log_tail(), client_b.log_tail()]))?;
     eprintln!(
         "continuous: a's NAT remapped {old} -> {}; both endpoints followed and a ping crossed \
          both ways {followed:.1?} after the remap; {}",
