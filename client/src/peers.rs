@@ -119,6 +119,8 @@ pub enum State {
 #[derive(Debug, Clone)]
 struct Tracked {
     state: State,
+    /// The endpoint we last punched towards while waiting behind the barrier.
+    punched: Option<SocketAddr>,
     rx_bytes: u64,
     rx_changed: Instant,
 }
@@ -148,9 +150,15 @@ impl Peers {
         self.peers.get(peer).map(|t| t.state)
     }
 
-    /// Peers to ask the server about.
-    pub fn wanted(&self) -> impl Iterator<Item = PublicKey> + '_ {
-        self.in_state(|s| matches!(s, State::Wanted))
+    /// Peers to ask the server about, each with whether we punched towards the endpoint it last
+    /// gave us: those waiting behind the barrier, and those waiting for a handshake (whose
+    /// confirmations let the peer's barrier open).
+    pub fn wanted(&self) -> impl Iterator<Item = (PublicKey, bool)> + '_ {
+        self.peers.iter().filter_map(|(k, t)| match t.state {
+            State::Wanted => Some((*k, t.punched.is_some())),
+            State::Verifying { .. } => Some((*k, true)),
+            _ => None,
+        })
     }
 
     /// Peers the server has not (yet) given, or that are parked before being asked again.
@@ -242,6 +250,7 @@ impl Peers {
                     peer.key,
                     Tracked {
                         state,
+                        punched: None,
                         rx_bytes: peer.rx_bytes,
                         rx_changed: now,
                     },
@@ -297,6 +306,9 @@ impl Peers {
 
     fn park(&mut self, peer: PublicKey, now: Instant) -> State {
         self.actions.push(Action::Park { peer });
+        if let Some(tracked) = self.peers.get_mut(&peer) {
+            tracked.punched = None;
+        }
         State::Parked {
             until: now + self.policy.park_time,
         }
@@ -331,6 +343,7 @@ impl Peers {
             return;
         }
         self.actions.push(Action::Punch { peer, endpoint });
+        tracked.punched = Some(endpoint);
         if peer_has_yours {
             self.actions.push(Action::SetEndpoint { peer, endpoint });
             tracked.state = State::Verifying {
@@ -378,7 +391,7 @@ mod tests {
             now,
             SystemTime::now(),
         );
-        assert_eq!(peers.wanted().collect::<Vec<_>>(), vec![A]);
+        assert_eq!(peers.wanted().collect::<Vec<_>>(), vec![(A, false)]);
         peers.on_resolved(
             A,
             endpoint(),
@@ -398,6 +411,11 @@ mod tests {
             peers.state(&A),
             Some(State::Wanted),
             "still waiting behind the barrier"
+        );
+        assert_eq!(
+            peers.wanted().collect::<Vec<_>>(),
+            vec![(A, true)],
+            "the next lookup confirms the punch"
         );
         peers.on_resolved(
             A,
@@ -422,6 +440,11 @@ mod tests {
         );
         assert!(matches!(peers.state(&A), Some(State::Verifying { .. })));
         assert!(!peers.is_settled());
+        assert_eq!(
+            peers.wanted().collect::<Vec<_>>(),
+            vec![(A, true)],
+            "keeps confirming while verifying"
+        );
         peers.observe(
             &[peer(Some("198.51.100.10:51820"), Some(0), 92)],
             now + Duration::from_secs(1),

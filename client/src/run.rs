@@ -21,6 +21,9 @@ const WATCH_CLOSELY: Duration = Duration::from_secs(1);
 /// How often continuous mode reads the interface otherwise (new peers, dead paths).
 const WATCH: Duration = Duration::from_secs(10);
 
+/// Longest time between lookups while peers wait behind the barrier.
+const MAX_LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
+
 /// In continuous mode, how long without a server before a warning is logged.
 const SILENCE_WARNING: Duration = Duration::from_secs(30);
 
@@ -111,15 +114,16 @@ impl Driver<'_> {
                 self.watch(now)?;
             }
             if now >= next_lookup {
-                next_lookup = now + cli.delay();
-                let wanted: Vec<PublicKey> = self.peers.wanted().collect();
-                self.client.lookup(wanted);
+                // Punch confirmations count for 20 s on the server: ask at least every 10 s.
+                next_lookup = now + cli.delay().min(MAX_LOOKUP_INTERVAL);
+                let wanted: Vec<(PublicKey, bool)> = self.peers.wanted().collect();
+                self.client.lookup_with(wanted);
             }
             while let Some(datagram) = self.client.poll_transmit(now, SystemTime::now()) {
                 self.raw.send(&datagram).context("sending to the server")?;
             }
             let events: Vec<Event> = std::iter::from_fn(|| self.client.poll_event()).collect();
-            if !events.is_empty() {
+            if !events.is_empty() || (self.client.is_connected() && !self.client.is_waiting()) {
                 last_contact = Some(Instant::now());
                 warned_silence = false;
                 self.on_events(events)?;

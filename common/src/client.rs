@@ -32,6 +32,9 @@ pub struct ClientConfig {
     pub retransmit_max: Duration,
     /// Sends of one request without an answer before the session is taken as lost.
     pub max_request_attempts: u32,
+    /// Longest time between registration refreshes. The refresh also keeps our NAT's mapping
+    /// towards the server alive while WireGuard is quiet; Linux drops an idle one after 30 s.
+    pub refresh_max: Duration,
 }
 
 impl Default for ClientConfig {
@@ -41,6 +44,7 @@ impl Default for ClientConfig {
             retransmit_initial: Duration::from_millis(500),
             retransmit_max: Duration::from_secs(8),
             max_request_attempts: 4,
+            refresh_max: Duration::from_secs(20),
         }
     }
 }
@@ -115,7 +119,8 @@ pub struct Client {
     outstanding: BTreeMap<u32, Outstanding>,
     next_request_id: u32,
     registration: Registration,
-    wanted: BTreeSet<PublicKey>,
+    /// Peers to look up, each with whether we punched towards it since the last lookup.
+    wanted: BTreeMap<PublicKey, bool>,
     last_timestamp: u64,
     events: VecDeque<Event>,
     plaintext: Box<[u8; MAX_PLAINTEXT_LEN]>,
@@ -159,7 +164,7 @@ impl Client {
             outstanding: BTreeMap::new(),
             next_request_id,
             registration: Registration::default(),
-            wanted: BTreeSet::new(),
+            wanted: BTreeMap::new(),
             last_timestamp: 0,
             events: VecDeque::new(),
             plaintext: Box::new([0; MAX_PLAINTEXT_LEN]),
@@ -179,9 +184,24 @@ impl Client {
     /// Asks for the endpoints of `peers`; answers come as [`Event::Resolved`] or
     /// [`Event::Unknown`], once we are registered (the server answers only registered clients).
     pub fn lookup(&mut self, peers: impl IntoIterator<Item = PublicKey>) {
-        let asked: BTreeSet<PublicKey> = self.outstanding_lookups().collect();
-        self.wanted
-            .extend(peers.into_iter().filter(|p| !asked.contains(p)));
+        self.lookup_with(peers.into_iter().map(|p| (p, false)));
+    }
+
+    /// Like [`Client::lookup`], with each peer saying whether we just punched our NAT open towards
+    /// the endpoint the server last gave us for it (the server passes that on to the peer).
+    pub fn lookup_with(&mut self, peers: impl IntoIterator<Item = (PublicKey, bool)>) {
+        let asked: BTreeSet<PublicKey> = self.outstanding_lookups().map(|(k, _)| k).collect();
+        for (peer, punched) in peers {
+            if !asked.contains(&peer) {
+                let entry = self.wanted.entry(peer).or_insert(false);
+                *entry |= punched;
+            }
+        }
+    }
+
+    /// True while a request or handshake waits for its answer.
+    pub fn is_waiting(&self) -> bool {
+        self.handshake.is_some() || !self.outstanding.is_empty()
     }
 
     /// Replaces the declared peer list and registers it anew.
@@ -195,14 +215,17 @@ impl Client {
         }
     }
 
-    fn outstanding_lookups(&self) -> impl Iterator<Item = PublicKey> + '_ {
-        self.outstanding
-            .values()
-            .flat_map(|o| match &o.request {
-                Request::Lookup(l) => l.peers.as_slice(),
-                Request::Register(_) => &[],
-            })
-            .copied()
+    fn outstanding_lookups(&self) -> impl Iterator<Item = (PublicKey, bool)> + '_ {
+        self.outstanding.values().flat_map(|o| {
+            let (peers, punched) = match &o.request {
+                Request::Lookup(l) => (l.peers.as_slice(), l.punched),
+                Request::Register(_) => (&[][..], 0),
+            };
+            peers
+                .iter()
+                .enumerate()
+                .map(move |(i, k)| (*k, punched >> i & 1 == 1))
+        })
     }
 
     /// The next event, if any.
@@ -218,11 +241,18 @@ impl Client {
             .session
             .as_ref()
             .map(|(_, at)| *at + self.config.rekey_after);
-        let refresh = self.registration.done.map(|(at, ttl)| at + ttl / 3);
+        let refresh = self.refresh_due();
         [handshake, requests, rekey, refresh]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// When the registration is next refreshed.
+    fn refresh_due(&self) -> Option<Instant> {
+        self.registration
+            .done
+            .map(|(at, ttl)| at + (ttl / 3).min(self.config.refresh_max))
     }
 
     fn backoff(&mut self, attempts: u32) -> Duration {
@@ -301,20 +331,23 @@ impl Client {
     }
 
     fn queue_requests(&mut self, now: Instant) {
-        let refresh_due = self
-            .registration
-            .done
-            .is_some_and(|(at, ttl)| now >= at + ttl / 3);
+        let refresh_due = self.refresh_due().is_some_and(|at| now >= at);
         if !self.registration.in_progress && (self.registration.done.is_none() || refresh_due) {
             self.queue_registration(now);
         }
         if self.is_registered() && !self.wanted.is_empty() {
-            let wanted: Vec<PublicKey> = std::mem::take(&mut self.wanted).into_iter().collect();
+            let wanted: Vec<(PublicKey, bool)> =
+                std::mem::take(&mut self.wanted).into_iter().collect();
             for chunk in wanted.chunks(MAX_KEYS_PER_LOOKUP) {
                 let request_id = self.request_id();
+                let punched = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |mask, (i, (_, p))| mask | u32::from(*p) << i);
                 let request = Request::Lookup(Lookup {
                     request_id,
-                    peers: chunk.to_vec(),
+                    peers: chunk.iter().map(|(k, _)| *k).collect(),
+                    punched,
                 });
                 self.outstanding.insert(
                     request_id,
@@ -400,7 +433,7 @@ impl Client {
     /// the next session.
     fn drop_session(&mut self) {
         self.session = None;
-        let lookups: Vec<PublicKey> = self.outstanding_lookups().collect();
+        let lookups: Vec<(PublicKey, bool)> = self.outstanding_lookups().collect();
         self.wanted.extend(lookups);
         self.outstanding.clear();
         self.registration.in_progress = false;

@@ -61,7 +61,7 @@ fn plaintext_table_matches_the_code() {
         &format!("| `0x{KIND_REGISTER_ACK:02x}` | register ack | {REGISTER_ACK_LEN} |"),
     );
     assert_documented(&doc, &format!("| `0x{KIND_LOOKUP:02x}` | lookup | {LOOKUP_HEADER_LEN} + 32·k, k from 1 to {MAX_KEYS_PER_LOOKUP} |"));
-    assert_documented(&doc, &format!("| `0x{KIND_LOOKUP_REPLY:02x}` | lookup reply | {LOOKUP_HEADER_LEN} + {LOOKUP_ENTRY_LEN}·k, k from 1 to {MAX_KEYS_PER_LOOKUP} |"));
+    assert_documented(&doc, &format!("| `0x{KIND_LOOKUP_REPLY:02x}` | lookup reply | {LOOKUP_REPLY_HEADER_LEN} + {LOOKUP_ENTRY_LEN}·k, k from 1 to {MAX_KEYS_PER_LOOKUP} |"));
     assert_documented(&doc, &format!("at least **{MIN_REQUEST_LEN}** bytes"));
     assert_documented(
         &doc,

@@ -309,7 +309,11 @@ impl Server {
                 let entries = lookup
                     .peers
                     .iter()
-                    .map(|target| self.registry.lookup(&client, target, now))
+                    .enumerate()
+                    .map(|(i, target)| {
+                        self.registry
+                            .lookup(&client, target, lookup.punched >> i & 1 == 1, now)
+                    })
                     .collect();
                 Reply::LookupReply(LookupReply {
                     request_id: lookup.request_id,

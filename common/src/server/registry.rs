@@ -18,9 +18,23 @@ pub struct Registration {
     pub peers: BTreeSet<PublicKey>,
     /// The local addresses the client declared.
     pub local_addrs: Vec<SocketAddr>,
-    /// For each peer this client was told about, the endpoint it was told.
-    pub given: BTreeMap<PublicKey, SocketAddr>,
+    /// For each peer this client was told about: the endpoint it was told, and when it last
+    /// confirmed a punch towards that endpoint.
+    pub given: BTreeMap<PublicKey, Given>,
 }
+
+/// What a client was told about one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Given {
+    /// The peer's endpoint as told.
+    pub endpoint: SocketAddr,
+    /// When the client last said it punched its NAT open towards that endpoint.
+    pub punched_at: Option<Instant>,
+}
+
+/// How long a punch confirmation counts: a punch keeps a NAT mapping open for about 30 s on
+/// Linux, and clients confirm again every lookup, at least every 10 s.
+pub const PUNCH_VALID: Duration = Duration::from_secs(20);
 
 /// The table of registrations, each valid for `ttl` after its client was last seen.
 #[derive(Debug)]
@@ -98,13 +112,15 @@ impl Registry {
         }
     }
 
-    /// Where `target` is, if both `requester` and `target` are live and list each other as peers;
-    /// remembers that `requester` was told. Unknown, expired and not-consenting targets all give
-    /// `None`, so the answers look alike.
+    /// Where `target` is, if both `requester` and `target` are live and list each other as peers.
+    /// `punched` says the requester just punched towards the endpoint it was last given for
+    /// `target`. Remembers what the requester was told. Unknown, expired and not-consenting targets
+    /// all give `None`, so the answers look alike.
     pub fn lookup(
         &mut self,
         requester: &PublicKey,
         target: &PublicKey,
+        punched: bool,
         now: Instant,
     ) -> Option<Sighting> {
         let asker = self.live(requester, now)?;
@@ -116,10 +132,26 @@ impl Registry {
         let sighting = Sighting {
             endpoint: found.endpoint,
             age_secs: u32::try_from(age).unwrap_or(u32::MAX),
-            peer_has_yours: found.given.get(requester) == Some(&asker.endpoint),
+            peer_has_yours: found.given.get(requester).is_some_and(|g| {
+                g.endpoint == asker.endpoint
+                    && g.punched_at
+                        .is_some_and(|t| now.saturating_duration_since(t) < PUNCH_VALID)
+            }),
         };
         if let Some(asker) = self.entries.get_mut(requester) {
-            asker.given.insert(*target, sighting.endpoint);
+            let given = asker.given.entry(*target).or_insert(Given {
+                endpoint: sighting.endpoint,
+                punched_at: None,
+            });
+            if given.endpoint != sighting.endpoint {
+                // The target moved: a punch towards its old endpoint says nothing about the new one.
+                *given = Given {
+                    endpoint: sighting.endpoint,
+                    punched_at: None,
+                };
+            } else if punched {
+                given.punched_at = Some(now);
+            }
         }
         Some(sighting)
     }
@@ -158,43 +190,113 @@ mod tests {
         assert!(reg.register(key(2), registration("198.51.100.2:2", now, &[1]), now));
         assert!(reg.register(key(3), registration("198.51.100.3:3", now, &[]), now));
         assert_eq!(
-            reg.lookup(&key(1), &key(2), now).map(|s| s.endpoint),
+            reg.lookup(&key(1), &key(2), false, now).map(|s| s.endpoint),
             Some("198.51.100.2:2".parse().unwrap())
         );
-        assert_eq!(reg.lookup(&key(1), &key(3), now), None, "3 does not list 1");
-        assert_eq!(reg.lookup(&key(3), &key(1), now), None, "3 does not list 1");
         assert_eq!(
-            reg.lookup(&key(4), &key(1), now),
+            reg.lookup(&key(1), &key(3), false, now),
+            None,
+            "3 does not list 1"
+        );
+        assert_eq!(
+            reg.lookup(&key(3), &key(1), false, now),
+            None,
+            "3 does not list 1"
+        );
+        assert_eq!(
+            reg.lookup(&key(4), &key(1), false, now),
             None,
             "4 is not registered"
         );
     }
 
     #[test]
-    fn the_flag_says_whether_the_peer_was_told_the_askers_current_endpoint() {
+    fn the_flag_says_the_peer_confirmed_a_punch_towards_the_askers_current_endpoint() {
         let now = Instant::now();
         let mut reg = Registry::new(Duration::from_secs(60), 10);
         reg.register(key(1), registration("198.51.100.1:1", now, &[2]), now);
         reg.register(key(2), registration("198.51.100.2:2", now, &[1]), now);
         assert!(
-            !reg.lookup(&key(1), &key(2), now).unwrap().peer_has_yours,
-            "2 has not asked yet"
+            !reg.lookup(&key(1), &key(2), false, now)
+                .unwrap()
+                .peer_has_yours,
+            "2 has not asked"
         );
         assert!(
-            reg.lookup(&key(2), &key(1), now).unwrap().peer_has_yours,
-            "1 was told about 2"
+            !reg.lookup(&key(2), &key(1), false, now)
+                .unwrap()
+                .peer_has_yours,
+            "1 has not punched"
         );
         assert!(
-            reg.lookup(&key(1), &key(2), now).unwrap().peer_has_yours,
-            "2 was told about 1"
+            !reg.lookup(&key(1), &key(2), true, now)
+                .unwrap()
+                .peer_has_yours,
+            "2 was told but has not punched"
         );
-        // 1's mapping changes: what 2 was told is stale until 2 asks again.
-        reg.touch(&key(1), "198.51.100.1:9".parse().unwrap(), now);
-        assert!(!reg.lookup(&key(1), &key(2), now).unwrap().peer_has_yours);
-        assert!(reg.lookup(&key(2), &key(1), now).unwrap().peer_has_yours);
+        assert!(
+            reg.lookup(&key(2), &key(1), true, now)
+                .unwrap()
+                .peer_has_yours,
+            "1 punched towards 2"
+        );
+        assert!(
+            reg.lookup(&key(1), &key(2), true, now)
+                .unwrap()
+                .peer_has_yours,
+            "2 punched towards 1"
+        );
+        // Confirmations go stale.
+        let later = now + PUNCH_VALID;
+        reg.touch(&key(1), "198.51.100.1:1".parse().unwrap(), later);
+        reg.touch(&key(2), "198.51.100.2:2".parse().unwrap(), later);
+        assert!(
+            !reg.lookup(&key(1), &key(2), false, later)
+                .unwrap()
+                .peer_has_yours
+        );
+        // 1 punches again; then 1's mapping changes: 2's punch went to the old endpoint.
+        reg.lookup(&key(1), &key(2), true, later);
+        assert!(
+            reg.lookup(&key(2), &key(1), true, later)
+                .unwrap()
+                .peer_has_yours,
+            "1 confirmed at `later`"
+        );
+        reg.touch(&key(1), "198.51.100.1:9".parse().unwrap(), later);
+        assert!(
+            !reg.lookup(&key(1), &key(2), true, later)
+                .unwrap()
+                .peer_has_yours,
+            "2 was told the old endpoint"
+        );
+        // 2 asks: it learns the new endpoint; its confirmation was for the old one and is dropped.
+        assert!(
+            reg.lookup(&key(2), &key(1), true, later)
+                .unwrap()
+                .peer_has_yours,
+            "1 did punch towards 2"
+        );
+        assert!(
+            !reg.lookup(&key(1), &key(2), true, later)
+                .unwrap()
+                .peer_has_yours,
+            "2 has not punched the new one"
+        );
+        // 2 punches towards the new endpoint and says so.
+        reg.lookup(&key(2), &key(1), true, later);
+        assert!(
+            reg.lookup(&key(1), &key(2), true, later)
+                .unwrap()
+                .peer_has_yours
+        );
         // A refreshed registration keeps what its client was told.
-        reg.register(key(2), registration("198.51.100.2:2", now, &[1]), now);
-        assert!(reg.lookup(&key(1), &key(2), now).unwrap().peer_has_yours);
+        reg.register(key(2), registration("198.51.100.2:2", later, &[1]), later);
+        assert!(
+            reg.lookup(&key(1), &key(2), true, later)
+                .unwrap()
+                .peer_has_yours
+        );
     }
 
     #[test]
@@ -208,11 +310,11 @@ mod tests {
         reg.touch(&key(2), "198.51.100.2:9".parse().unwrap(), later);
         reg.touch(&key(1), "198.51.100.1:1".parse().unwrap(), later);
         let sighting = reg
-            .lookup(&key(1), &key(2), later + Duration::from_secs(5))
+            .lookup(&key(1), &key(2), false, later + Duration::from_secs(5))
             .unwrap();
         assert_eq!(sighting.endpoint, "198.51.100.2:9".parse().unwrap());
         assert_eq!(sighting.age_secs, 5);
-        assert_eq!(reg.lookup(&key(1), &key(2), later + ttl), None);
+        assert_eq!(reg.lookup(&key(1), &key(2), false, later + ttl), None);
         reg.purge(later + ttl);
         assert!(reg.is_empty());
         reg.touch(&key(1), "198.51.100.1:1".parse().unwrap(), later + ttl);

@@ -35,8 +35,10 @@ const _: () = assert!(REGISTER_ACK_LEN <= MIN_REQUEST_LEN);
 // A reply entry must not be larger than the key that asked for it.
 const _: () = assert!(LOOKUP_ENTRY_LEN <= KEY_LEN);
 
-/// Length of a lookup's or lookup reply's fixed header.
-pub const LOOKUP_HEADER_LEN: usize = 8;
+/// Length of a lookup's fixed header.
+pub const LOOKUP_HEADER_LEN: usize = 12;
+/// Length of a lookup reply's fixed header.
+pub const LOOKUP_REPLY_HEADER_LEN: usize = 8;
 /// Most keys one lookup asks for.
 pub const MAX_KEYS_PER_LOOKUP: usize = 32;
 /// Length of one lookup reply entry: an endpoint, its age in seconds, flags and 3 reserved bytes.
@@ -85,6 +87,9 @@ pub struct Lookup {
     pub request_id: u32,
     /// The peers asked for, at least one.
     pub peers: Vec<PublicKey>,
+    /// Bit i set: we have just punched our NAT open towards the endpoint the server last gave us
+    /// for `peers[i]`. Bits at and above `peers.len()` are zero.
+    pub punched: u32,
 }
 
 /// Where the server last saw a peer.
@@ -203,15 +208,23 @@ impl Request {
                 let reserved = r.u8().ok_or(WireError::Truncated)?;
                 let count = usize::from(r.u16().ok_or(WireError::Truncated)?);
                 let request_id = r.u32().ok_or(WireError::Truncated)?;
+                let punched = r.u32().ok_or(WireError::Truncated)?;
                 if reserved != 0 {
                     return Err(WireError::Reserved);
                 }
                 if count == 0 || count > MAX_KEYS_PER_LOOKUP {
                     return Err(WireError::Field);
                 }
+                if u64::from(punched) >> count != 0 {
+                    return Err(WireError::Reserved);
+                }
                 let peers = keys(&mut r, count)?;
                 padding(&mut r, LOOKUP_HEADER_LEN + count * KEY_LEN)?;
-                Ok(Request::Lookup(Lookup { request_id, peers }))
+                Ok(Request::Lookup(Lookup {
+                    request_id,
+                    peers,
+                    punched,
+                }))
             }
             _ => Err(WireError::UnknownType),
         }
@@ -246,12 +259,16 @@ impl Request {
                 }
             }
             Request::Lookup(m) => {
-                if m.peers.is_empty() || m.peers.len() > MAX_KEYS_PER_LOOKUP {
+                if m.peers.is_empty()
+                    || m.peers.len() > MAX_KEYS_PER_LOOKUP
+                    || u64::from(m.punched) >> m.peers.len() != 0
+                {
                     return Err(WireError::Field);
                 }
                 out.extend_from_slice(&[KIND_LOOKUP, 0]);
                 out.extend_from_slice(&(m.peers.len() as u16).to_be_bytes());
                 out.extend_from_slice(&m.request_id.to_be_bytes());
+                out.extend_from_slice(&m.punched.to_be_bytes());
                 for key in &m.peers {
                     out.extend_from_slice(key.as_bytes());
                 }
@@ -409,11 +426,25 @@ mod tests {
         let too_many = Request::Lookup(Lookup {
             request_id: 1,
             peers: (0..33).map(key).collect(),
+            punched: 0,
         });
         assert_eq!(too_many.emit(&mut Vec::new()), Err(WireError::Field));
         let none = Request::Lookup(Lookup {
             request_id: 1,
             peers: vec![],
+            punched: 0,
+        });
+        assert_eq!(none.emit(&mut Vec::new()), Err(WireError::Field));
+        let stray_bit = Request::Lookup(Lookup {
+            request_id: 1,
+            peers: vec![key(1)],
+            punched: 0b10,
+        });
+        assert_eq!(stray_bit.emit(&mut Vec::new()), Err(WireError::Field));
+        let none = Request::Lookup(Lookup {
+            request_id: 1,
+            peers: vec![],
+            punched: 0,
         });
         assert_eq!(none.emit(&mut Vec::new()), Err(WireError::Field));
         let addrs_in_later_part = Request::Register(Register {
@@ -436,6 +467,7 @@ mod tests {
             let lookup = emit_request(&Request::Lookup(Lookup {
                 request_id: 1,
                 peers: (0..n as u8).map(key).collect(),
+                punched: 0,
             }));
             let reply = emit_reply(&Reply::LookupReply(LookupReply {
                 request_id: 1,
@@ -458,7 +490,7 @@ mod tests {
             request_id: 9,
             entries: vec![None],
         }));
-        assert_eq!(&reply[LOOKUP_HEADER_LEN..], &[0u8; LOOKUP_ENTRY_LEN]);
+        assert_eq!(&reply[LOOKUP_REPLY_HEADER_LEN..], &[0u8; LOOKUP_ENTRY_LEN]);
     }
 
     #[test]
@@ -466,6 +498,7 @@ mod tests {
         let bytes = emit_request(&Request::Lookup(Lookup {
             request_id: 1,
             peers: vec![key(1)],
+            punched: 1,
         }));
         let mut longer = bytes.clone();
         longer.push(0);
@@ -521,7 +554,16 @@ mod tests {
             any::<u32>(),
             proptest::collection::vec(arb_key(), 1..=MAX_KEYS_PER_LOOKUP),
         )
-            .prop_map(|(request_id, peers)| Request::Lookup(Lookup { request_id, peers }));
+            .prop_flat_map(|(request_id, peers)| {
+                let bits = peers.len();
+                (0..=u32::MAX >> (32 - bits)).prop_map(move |punched| {
+                    Request::Lookup(Lookup {
+                        request_id,
+                        peers: peers.clone(),
+                        punched,
+                    })
+                })
+            });
         prop_oneof![register, lookup]
     }
 
