@@ -68,6 +68,8 @@ pub enum Action {
         peer: PublicKey,
         /// Its public endpoint.
         endpoint: SocketAddr,
+        /// The first punch towards this endpoint: confirming it soon lets the peer go ahead.
+        first: bool,
     },
     /// Set the peer's endpoint and the keepalive.
     SetEndpoint {
@@ -342,7 +344,12 @@ impl Peers {
             tracked.rx_changed = now;
             return;
         }
-        self.actions.push(Action::Punch { peer, endpoint });
+        let first = tracked.punched != Some(endpoint);
+        self.actions.push(Action::Punch {
+            peer,
+            endpoint,
+            first,
+        });
         tracked.punched = Some(endpoint);
         if peer_has_yours {
             self.actions.push(Action::SetEndpoint { peer, endpoint });
@@ -404,7 +411,8 @@ mod tests {
             actions(&mut peers),
             vec![Action::Punch {
                 peer: A,
-                endpoint: endpoint()
+                endpoint: endpoint(),
+                first: true
             }]
         );
         assert_eq!(
@@ -430,7 +438,8 @@ mod tests {
             vec![
                 Action::Punch {
                     peer: A,
-                    endpoint: endpoint()
+                    endpoint: endpoint(),
+                    first: false
                 },
                 Action::SetEndpoint {
                     peer: A,
@@ -532,7 +541,8 @@ mod tests {
             actions(&mut peers),
             vec![Action::Punch {
                 peer: A,
-                endpoint: endpoint()
+                endpoint: endpoint(),
+                first: true
             }]
         );
         peers.observe(

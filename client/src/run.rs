@@ -21,6 +21,9 @@ const WATCH_CLOSELY: Duration = Duration::from_secs(1);
 /// How often continuous mode reads the interface otherwise (new peers, dead paths).
 const WATCH: Duration = Duration::from_secs(10);
 
+/// How soon a first punch is confirmed to the server.
+const CONFIRM_AFTER: Duration = Duration::from_millis(100);
+
 /// Longest time between lookups while peers wait behind the barrier.
 const MAX_LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -54,6 +57,8 @@ struct Driver<'a> {
     /// Our WireGuard port's public address as the server sees it.
     observed: Option<SocketAddr>,
     next_watch: Instant,
+    /// A first punch towards some peer's endpoint went out: confirm it with a lookup soon.
+    confirm_soon: bool,
 }
 
 /// Runs the client until one-shot mode is done or for ever in continuous mode; returns the exit
@@ -93,6 +98,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         peers,
         observed: None,
         next_watch: now,
+        confirm_soon: false,
     };
     driver.apply_actions()?;
     driver.run(server)
@@ -129,6 +135,9 @@ impl Driver<'_> {
                 self.on_events(events)?;
             }
             self.apply_actions()?;
+            if std::mem::take(&mut self.confirm_soon) {
+                next_lookup = next_lookup.min(Instant::now() + CONFIRM_AFTER);
+            }
 
             let registered = self.observed.is_some();
             if !cli.continuous && registered && self.peers.is_settled() {
@@ -245,7 +254,14 @@ impl Driver<'_> {
         let keepalive = Some(self.cli.keepalive);
         while let Some(action) = self.peers.poll_action() {
             match action {
-                Action::Punch { peer, endpoint } => {
+                Action::Punch {
+                    peer,
+                    endpoint,
+                    first,
+                } => {
+                    if first {
+                        self.confirm_soon = true;
+                    }
                     let ttl = self.punch_ttl();
                     match self.raw.punch(endpoint, ttl) {
                         Ok(()) => {
