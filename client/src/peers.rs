@@ -123,6 +123,8 @@ struct Tracked {
     state: State,
     /// The endpoint we last punched towards while waiting behind the barrier.
     punched: Option<SocketAddr>,
+    /// Handshakes at or before this time do not count: they belong to a path that died.
+    floor: Option<SystemTime>,
     rx_bytes: u64,
     rx_changed: Instant,
 }
@@ -240,12 +242,13 @@ impl Peers {
         self.peers
             .retain(|k, _| snapshot.iter().any(|p| p.key == *k));
         for peer in snapshot {
-            let fresh = peer.has_fresh_handshake(wall);
+            let floor = self.peers.get(&peer.key).and_then(|t| t.floor);
+            let fresh = live_handshake(peer, wall, floor);
             if !self.peers.contains_key(&peer.key) {
                 let state = match (fresh, peer.endpoint) {
                     (true, _) => State::Connected,
                     // A stale endpoint may be keeping a trap alive on the peer's NAT: go quiet first.
-                    (false, Some(_)) => self.park(peer.key, now),
+                    (false, Some(_)) => self.park(peer.key, now, wall),
                     (false, None) => State::Wanted,
                 };
                 self.peers.insert(
@@ -253,6 +256,7 @@ impl Peers {
                     Tracked {
                         state,
                         punched: None,
+                        floor: None,
                         rx_bytes: peer.rx_bytes,
                         rx_changed: now,
                     },
@@ -287,12 +291,12 @@ impl Peers {
                 State::Connected if self.policy.continuous => {
                     let silent = now.saturating_duration_since(tracked.rx_changed)
                         >= self.policy.silence_limit;
-                    (!fresh || silent).then(|| self.park(peer.key, now))
+                    (!fresh || silent).then(|| self.park(peer.key, now, wall))
                 }
                 State::NoHandshake { since, .. }
                     if self.policy.continuous && now >= since + self.policy.retry_after =>
                 {
-                    Some(self.park(peer.key, now))
+                    Some(self.park(peer.key, now, wall))
                 }
                 _ => None,
             };
@@ -306,10 +310,11 @@ impl Peers {
         }
     }
 
-    fn park(&mut self, peer: PublicKey, now: Instant) -> State {
+    fn park(&mut self, peer: PublicKey, now: Instant, wall: SystemTime) -> State {
         self.actions.push(Action::Park { peer });
         if let Some(tracked) = self.peers.get_mut(&peer) {
             tracked.punched = None;
+            tracked.floor = Some(wall);
         }
         State::Parked {
             until: now + self.policy.park_time,
@@ -335,7 +340,7 @@ impl Peers {
         if tracked.state != State::Wanted {
             return;
         }
-        if current.has_fresh_handshake(wall) {
+        if live_handshake(current, wall, tracked.floor) {
             // The peer reached us first: WireGuard has a path; keep its endpoint.
             if current.keepalive != Some(keepalive) {
                 self.actions.push(Action::SetKeepalive { peer });
@@ -359,6 +364,12 @@ impl Peers {
             };
         }
     }
+}
+
+/// True when the peer has a handshake younger than 180 s that is newer than `floor`.
+fn live_handshake(peer: &Peer, wall: SystemTime, floor: Option<SystemTime>) -> bool {
+    peer.has_fresh_handshake(wall)
+        && floor.is_none_or(|f| peer.last_handshake.is_some_and(|t| t > f))
 }
 
 #[cfg(test)]
@@ -612,6 +623,58 @@ mod tests {
             SystemTime::now(),
         );
         assert_eq!(peers.state(&A), Some(State::Wanted));
+    }
+
+    #[test]
+    fn after_parking_only_a_new_handshake_counts() {
+        let now = Instant::now();
+        let policy = policy(true);
+        let (silence, park) = (policy.silence_limit, policy.park_time);
+        let start = SystemTime::now();
+        let mut peers = Peers::new(
+            policy,
+            &[peer(Some("198.51.100.10:51820"), Some(5), 100)],
+            now,
+            start,
+        );
+        let later = now + silence + Duration::from_secs(1);
+        // Silent, though the last handshake (made before the path died) is under 180 s old.
+        peers.observe(
+            &[peer(Some("198.51.100.10:51820"), Some(5), 100)],
+            later,
+            start,
+        );
+        assert_eq!(actions(&mut peers), vec![Action::Park { peer: A }]);
+        peers.observe(
+            &[peer(Some("127.0.0.1:51820"), Some(5), 100)],
+            later + park,
+            start,
+        );
+        assert_eq!(
+            peers.state(&A),
+            Some(State::Wanted),
+            "the old handshake must not count"
+        );
+        peers.on_resolved(
+            A,
+            endpoint(),
+            true,
+            &peer(Some("127.0.0.1:51820"), Some(5), 100),
+            later + park,
+            start,
+        );
+        assert!(matches!(peers.state(&A), Some(State::Verifying { .. })));
+        // A handshake after the park does count.
+        let new = peer(Some("198.51.100.10:51820"), Some(0), 200);
+        peers.observe(
+            &[Peer {
+                last_handshake: Some(start + Duration::from_secs(1)),
+                ..new
+            }],
+            later + park,
+            start + Duration::from_secs(2),
+        );
+        assert_eq!(peers.state(&A), Some(State::Connected));
     }
 
     #[test]
