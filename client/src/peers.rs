@@ -396,6 +396,11 @@ mod tests {
         std::iter::from_fn(|| peers.poll_action()).collect()
     }
 
+    /// The server's answer about A (at `endpoint()`), with A as `view` shows it.
+    fn answer(peers: &mut Peers, peer_has_yours: bool, view: &Peer, now: Instant) {
+        peers.on_resolved(A, endpoint(), peer_has_yours, view, now, SystemTime::now());
+    }
+
     fn policy(continuous: bool) -> PeerPolicy {
         PeerPolicy::new(continuous, 25, Duration::from_secs(15))
     }
@@ -410,14 +415,7 @@ mod tests {
             SystemTime::now(),
         );
         assert_eq!(peers.wanted().collect::<Vec<_>>(), vec![(A, false)]);
-        peers.on_resolved(
-            A,
-            endpoint(),
-            false,
-            &peer(None, None, 0),
-            now,
-            SystemTime::now(),
-        );
+        answer(&mut peers, false, &peer(None, None, 0), now);
         assert_eq!(
             actions(&mut peers),
             vec![Action::Punch {
@@ -436,14 +434,7 @@ mod tests {
             vec![(A, true)],
             "the next lookup confirms the punch"
         );
-        peers.on_resolved(
-            A,
-            endpoint(),
-            true,
-            &peer(None, None, 0),
-            now,
-            SystemTime::now(),
-        );
+        answer(&mut peers, true, &peer(None, None, 0), now);
         assert_eq!(
             actions(&mut peers),
             vec![
@@ -483,14 +474,7 @@ mod tests {
             now,
             SystemTime::now(),
         );
-        peers.on_resolved(
-            A,
-            endpoint(),
-            true,
-            &peer(None, None, 0),
-            now,
-            SystemTime::now(),
-        );
+        answer(&mut peers, true, &peer(None, None, 0), now);
         peers.observe(
             &[peer(Some("198.51.100.10:51820"), None, 0)],
             now + Duration::from_secs(14),
@@ -519,13 +503,11 @@ mod tests {
             now,
             SystemTime::now(),
         );
-        peers.on_resolved(
-            A,
-            endpoint(),
+        answer(
+            &mut peers,
             true,
             &peer(Some("198.51.100.10:51820"), Some(1), 92),
             now,
-            SystemTime::now(),
         );
         assert_eq!(actions(&mut peers), vec![Action::SetKeepalive { peer: A }]);
         assert_eq!(peers.state(&A), Some(State::Connected));
@@ -540,14 +522,7 @@ mod tests {
             now,
             SystemTime::now(),
         );
-        peers.on_resolved(
-            A,
-            endpoint(),
-            false,
-            &peer(None, None, 0),
-            now,
-            SystemTime::now(),
-        );
+        answer(&mut peers, false, &peer(None, None, 0), now);
         assert_eq!(
             actions(&mut peers),
             vec![Action::Punch {
