@@ -59,6 +59,18 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// True when a Diffie-Hellman of `private` with this key gives a secret that depends on
+    /// `private`: false for the all-zero key and the other low-order points, which anyone could
+    /// claim to own.
+    pub fn is_contributory_with(&self, private: &PrivateKey) -> bool {
+        let secret = x25519_dalek::StaticSecret::from(private.0);
+        secret
+            .diffie_hellman(&x25519_dalek::PublicKey::from(self.0))
+            .was_contributory()
+    }
+}
+
 impl FromStr for PublicKey {
     type Err = KeyError;
 
@@ -166,6 +178,25 @@ mod tests {
         }
         let zero = STANDARD.encode([0u8; 32]);
         assert_eq!(zero.parse::<PublicKey>(), Err(KeyError::Zero));
+    }
+
+    #[test]
+    fn low_order_keys_are_not_contributory() {
+        let private = PrivateKey::from_base64(PRIVATE).unwrap();
+        let real: PublicKey = PUBLIC.parse().unwrap();
+        assert!(real.is_contributory_with(&private));
+        // The all-zero point, the point of order 1 (u = 1), and a point of order 8.
+        let mut order_eight = [0u8; 32];
+        order_eight[..8].copy_from_slice(&[0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae]);
+        order_eight[8..].copy_from_slice(&[
+            0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32,
+            0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00,
+        ]);
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        for low in [[0u8; 32], one, order_eight] {
+            assert!(!PublicKey(low).is_contributory_with(&private), "{low:?}");
+        }
     }
 
     #[test]

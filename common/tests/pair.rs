@@ -369,3 +369,45 @@ fn a_client_of_another_server_gets_silence() {
     assert!(net.server.stats().bad_mac1 > 0);
     assert_eq!(net.server.stats().handshakes, 0);
 }
+
+#[test]
+fn a_closed_server_ignores_keys_not_on_its_list_and_keeps_no_state_for_them() {
+    let mut net = Net::new(key(100), Faults::default());
+    let allowed = [key(1).public_key(), key(2).public_key()]
+        .into_iter()
+        .collect();
+    net.server = Server::new(
+        key(100),
+        ServerConfig {
+            allowed_keys: Some(allowed),
+            ..ServerConfig::default()
+        },
+        [9; 32],
+    );
+    net.add(1, "203.0.113.10:40001", &[2, 3]);
+    net.add(2, "203.0.113.20:40002", &[1, 3]);
+    net.add(3, "203.0.113.30:40003", &[1, 2]);
+    converge(&mut net, Duration::from_secs(10));
+    assert!(
+        net.nodes[2].events.is_empty(),
+        "the outsider heard nothing: {:?}",
+        net.nodes[2].events
+    );
+    assert!(net.server.stats().not_allowed > 0);
+    assert_eq!(
+        net.server.session_count(),
+        2,
+        "sessions only for the allowed keys"
+    );
+    assert!(net
+        .server
+        .registry()
+        .get(&key(3).public_key(), net.now)
+        .is_none());
+    net.nodes[0].events.clear();
+    net.nodes[0].client.lookup([key(3).public_key()]);
+    net.run(Duration::from_secs(1));
+    assert!(net.nodes[0].events.contains(&Event::Unknown {
+        peer: key(3).public_key()
+    }));
+}

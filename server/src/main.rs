@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::Parser;
 use tracing::{info, warn};
 use wgpunch_common::server::{Server, ServerConfig};
-use wgpunch_server::{keyfile, serve};
+use wgpunch_server::{allowed, keyfile, serve};
 
 /// The UDP port served when none is given.
 const DEFAULT_PORT: u16 = 51818;
@@ -46,6 +46,12 @@ struct Cli {
     /// Print the server's public key (creating the key file if missing) and exit.
     #[arg(long)]
     print_public_key: bool,
+
+    /// Serve only the WireGuard public keys listed in this file (one per line, `#` comments).
+    /// Other keys get silence and leave no state on the server. Default: any key may register;
+    /// lookups are answered only between peers that list each other.
+    #[arg(long, value_name = "FILE", env = "WGPUNCH_ALLOWED_KEYS")]
+    allowed_keys: Option<PathBuf>,
 
     /// Seconds a registration stays valid after its client was last heard from.
     #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(10..=3600))]
@@ -119,8 +125,17 @@ fn run(cli: Cli) -> Result<()> {
 
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("OS random generator failed: {e}"))?;
+    let allowed_keys = match &cli.allowed_keys {
+        Some(path) => {
+            let keys = allowed::load(path)?;
+            info!(path = %path.display(), keys = keys.len(), "serving only the allowed keys");
+            Some(keys)
+        }
+        None => None,
+    };
     let config = ServerConfig {
         registration_ttl: Duration::from_secs(cli.registration_ttl),
+        allowed_keys,
         ..ServerConfig::default()
     };
     let server = Server::new(key, config, seed);

@@ -7,7 +7,7 @@
 
 pub mod registry;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub max_registrations: usize,
     /// Most WireGuard peers one client may declare.
     pub max_peers_per_client: usize,
+    /// When set, only these keys may register (or hold a session at all); others get silence
+    /// and leave no state behind.
+    pub allowed_keys: Option<HashSet<PublicKey>>,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +54,7 @@ impl Default for ServerConfig {
             max_sessions: 1 << 20,
             max_registrations: 1 << 20,
             max_peers_per_client: 1024,
+            allowed_keys: None,
         }
     }
 }
@@ -64,8 +68,10 @@ pub struct Stats {
     pub malformed: u64,
     /// Dropped: initiation with a wrong mac1.
     pub bad_mac1: u64,
-    /// Dropped: initiation that Noise rejected.
+    /// Dropped: initiation that Noise rejected, or whose static key is of low order.
     pub bad_handshake: u64,
+    /// Dropped: authenticated initiation from a key not in the allowed list.
+    pub not_allowed: u64,
     /// Dropped: initiation whose timestamp is outside the clock tolerance.
     pub stale_timestamp: u64,
     /// Dropped: initiation whose timestamp is not newer than the last accepted for its key.
@@ -216,6 +222,20 @@ impl Server {
             self.stats.bad_handshake += 1;
             return None;
         };
+        if !accepted.client.is_contributory_with(&self.private) {
+            // A low-order (or all-zero) key: anyone could claim it; it proves nothing.
+            self.stats.bad_handshake += 1;
+            return None;
+        }
+        if self
+            .config
+            .allowed_keys
+            .as_ref()
+            .is_some_and(|allowed| !allowed.contains(&accepted.client))
+        {
+            self.stats.not_allowed += 1;
+            return None;
+        }
         let tolerance = u64::try_from(self.config.clock_tolerance.as_nanos()).unwrap_or(u64::MAX);
         if unix_nanos(wall).abs_diff(accepted.timestamp) > tolerance {
             self.stats.stale_timestamp += 1;
