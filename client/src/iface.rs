@@ -1,7 +1,7 @@
 //! Reading a WireGuard interface and setting its peers' endpoints, through `wireguard-control`.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -67,6 +67,8 @@ pub struct Peer {
     pub last_handshake: Option<SystemTime>,
     /// Bytes received from it so far.
     pub rx_bytes: u64,
+    /// The networks routed to it through the tunnel.
+    pub allowed_ips: Vec<(IpAddr, u8)>,
 }
 
 impl Peer {
@@ -167,6 +169,12 @@ pub fn read(name: &str, choice: BackendChoice) -> Result<Interface, IfaceError> 
                 .last_handshake_time
                 .filter(|t| *t != SystemTime::UNIX_EPOCH),
             rx_bytes: p.stats.rx_bytes,
+            allowed_ips: p
+                .config
+                .allowed_ips
+                .iter()
+                .map(|a| (a.address, a.cidr))
+                .collect(),
         })
         .collect();
     Ok(Interface {
@@ -216,6 +224,7 @@ mod tests {
             keepalive: None,
             last_handshake: ago.map(|s| now - Duration::from_secs(s)),
             rx_bytes: 0,
+            allowed_ips: vec![],
         };
         assert!(peer(Some(10)).has_fresh_handshake(now));
         assert!(!peer(Some(180)).has_fresh_handshake(now));

@@ -8,4 +8,5 @@ pub mod packet;
 pub mod peers;
 pub mod raw;
 pub mod run;
+pub mod sanity;
 pub mod sys;

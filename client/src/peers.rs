@@ -385,6 +385,7 @@ mod tests {
             keepalive: None,
             last_handshake: handshake_ago.map(|s| SystemTime::now() - Duration::from_secs(s)),
             rx_bytes,
+            allowed_ips: vec![],
         }
     }
 

@@ -1,6 +1,7 @@
 //! The client's main loop: the sans-IO protocol [`Client`] and per-peer [`Peers`] driven over the
 //! raw UDP path and the WireGuard interface.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,6 +15,7 @@ use crate::cli::{Cli, EXIT_NO_HANDSHAKE, EXIT_NO_SERVER, EXIT_OK, EXIT_UNRESOLVE
 use crate::iface::{self, Interface};
 use crate::peers::{Action, PeerPolicy, Peers};
 use crate::raw::RawUdp;
+use crate::sanity;
 
 /// How often the interface is read while a peer waits for a handshake or parking to end.
 const WATCH_CLOSELY: Duration = Duration::from_secs(1);
@@ -59,6 +61,8 @@ struct Driver<'a> {
     next_watch: Instant,
     /// A first punch towards some peer's endpoint went out: confirm it with a lookup soon.
     confirm_soon: bool,
+    /// Endpoints refused (and warned about) already.
+    refused: HashSet<(PublicKey, SocketAddr)>,
 }
 
 /// Runs the client until one-shot mode is done or for ever in continuous mode; returns the exit
@@ -99,6 +103,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         observed: None,
         next_watch: now,
         confirm_soon: false,
+        refused: HashSet::new(),
     };
     driver.apply_actions()?;
     driver.run(server)
@@ -223,6 +228,18 @@ impl Driver<'_> {
                     peer_has_yours,
                 } => {
                     debug!(peer = %peer, endpoint = %endpoint, seen_secs_ago = age.as_secs(), peer_has_yours, "server answered");
+                    let tunnel: Vec<(IpAddr, u8)> = self
+                        .iface
+                        .peers
+                        .iter()
+                        .flat_map(|p| p.allowed_ips.iter().copied())
+                        .collect();
+                    if let Err(reason) = sanity::check_endpoint(endpoint, &tunnel) {
+                        if self.refused.insert((peer, endpoint)) {
+                            warn!(peer = %peer, endpoint = %endpoint, "ignoring the server's endpoint for this peer: {reason}");
+                        }
+                        continue;
+                    }
                     if let Some(view) = self.iface.peers.iter().find(|p| p.key == peer) {
                         self.peers.on_resolved(
                             peer,
