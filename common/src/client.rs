@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, trace};
 
+use crate::cookie::{self, Cookie};
 use crate::handshake::{unix_nanos, Initiation};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::noise::{Rng, Seed};
@@ -20,6 +21,9 @@ use crate::session::Session;
 use crate::wire::message::{MAX_KEYS_PER_LOOKUP, MAX_KEYS_PER_PART, MAX_LOCAL_ADDRS};
 use crate::wire::packet::MAX_PLAINTEXT_LEN;
 use crate::wire::{Lookup, Packet, Register, Reply, Request};
+
+/// How long a cookie from the server is used (the server changes its secret every 120 s).
+const COOKIE_USE_FOR: Duration = Duration::from_secs(110);
 
 /// Timings of the client.
 #[derive(Debug, Clone)]
@@ -122,6 +126,8 @@ pub struct Client {
     /// Peers to look up, each with whether we punched towards it since the last lookup.
     wanted: BTreeMap<PublicKey, bool>,
     last_timestamp: u64,
+    /// The server's last cookie and when it came: under load, initiations carry its mac2.
+    cookie: Option<(Cookie, Instant)>,
     events: VecDeque<Event>,
     plaintext: Box<[u8; MAX_PLAINTEXT_LEN]>,
 }
@@ -166,6 +172,7 @@ impl Client {
             registration: Registration::default(),
             wanted: BTreeMap::new(),
             last_timestamp: 0,
+            cookie: None,
             events: VecDeque::new(),
             plaintext: Box::new([0; MAX_PLAINTEXT_LEN]),
         }
@@ -314,8 +321,21 @@ impl Client {
         self.last_timestamp = timestamp;
         let index = self.rng.next_u32();
         let seed = self.rng.seed();
-        let (initiation, datagram) =
-            Initiation::start(&self.private, &self.server, index, timestamp, seed).ok()?;
+        // A cookie is good for as long as the server keeps its secret (two minutes); use it a
+        // little less to stay clear of the rotation.
+        let cookie = self
+            .cookie
+            .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_USE_FOR)
+            .map(|(c, _)| c);
+        let (initiation, datagram) = Initiation::start_with_cookie(
+            &self.private,
+            &self.server,
+            index,
+            timestamp,
+            seed,
+            cookie.as_ref(),
+        )
+        .ok()?;
         let attempts = self
             .handshake
             .as_ref()
@@ -479,6 +499,22 @@ impl Client {
                 };
                 if let Some(Ok(reply)) = self.plaintext.get(..len).map(Reply::parse) {
                     self.handle_reply(now, reply);
+                }
+            }
+            Ok(Packet::CookieReply(reply)) => {
+                let Some(pending) = self
+                    .handshake
+                    .as_mut()
+                    .filter(|h| h.initiation.sender_index == reply.receiver_index)
+                else {
+                    return;
+                };
+                if let Some(cookie) =
+                    cookie::open_reply(&self.server, &reply, &pending.initiation.mac1)
+                {
+                    debug!("server under load: retrying the handshake with its cookie");
+                    self.cookie = Some((cookie, now));
+                    pending.next_send = now;
                 }
             }
             Ok(Packet::HandshakeInit(_)) | Err(_) => {}

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use snow::HandshakeState;
 
+use crate::cookie::{self, Cookie};
 use crate::keys::{PrivateKey, PublicKey, KEY_LEN};
 use crate::mac::Mac1Key;
 use crate::noise::{self, Seed};
@@ -51,6 +52,8 @@ pub struct Initiation {
     pub sender_index: u32,
     /// The timestamp sent.
     pub timestamp: u64,
+    /// The mac1 sent: a cookie reply to this initiation is bound to it.
+    pub mac1: [u8; MAC_LEN],
 }
 
 impl std::fmt::Debug for Initiation {
@@ -70,6 +73,18 @@ impl Initiation {
         timestamp: u64,
         seed: Seed,
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        Self::start_with_cookie(local, server, sender_index, timestamp, seed, None)
+    }
+
+    /// Like [`Initiation::start`], with mac2 made from the server's `cookie` when there is one.
+    pub fn start_with_cookie(
+        local: &PrivateKey,
+        server: &PublicKey,
+        sender_index: u32,
+        timestamp: u64,
+        seed: Seed,
+        cookie: Option<&Cookie>,
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
         let mut state = noise::initiator(local, server, seed)?;
         let mut noise = [0u8; NOISE_INIT_LEN];
         let len = state.write_message(&timestamp.to_be_bytes(), &mut noise)?;
@@ -86,13 +101,20 @@ impl Initiation {
         message.emit(&mut datagram);
         message.mac1 =
             Mac1Key::for_server(server).compute(datagram.get(..MAC1_OFFSET).unwrap_or_default());
+        if let Some(cookie) = cookie {
+            datagram.clear();
+            message.emit(&mut datagram);
+            message.mac2 = cookie::mac2(cookie, &datagram);
+        }
         datagram.clear();
         message.emit(&mut datagram);
+        let mac1 = message.mac1;
         Ok((
             Self {
                 state,
                 sender_index,
                 timestamp,
+                mac1,
             },
             datagram,
         ))

@@ -3,6 +3,7 @@
 //! seeds come in as arguments, datagrams go out as return values.
 
 pub mod client;
+pub mod cookie;
 pub mod handshake;
 pub mod keys;
 pub mod mac;

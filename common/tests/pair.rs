@@ -411,3 +411,117 @@ fn a_closed_server_ignores_keys_not_on_its_list_and_keeps_no_state_for_them() {
         peer: key(3).public_key()
     }));
 }
+
+#[test]
+fn clients_get_through_a_server_that_wants_cookies_from_everyone() {
+    let mut net = Net::new(
+        key(100),
+        Faults {
+            loss: 10,
+            duplicate: 0,
+            reorder: 10,
+        },
+    );
+    net.server = Server::new(
+        key(100),
+        ServerConfig {
+            load_threshold: 0,
+            ..ServerConfig::default()
+        },
+        [9; 32],
+    );
+    net.add(1, "203.0.113.10:40001", &[2]);
+    net.add(2, "203.0.113.20:40002", &[1]);
+    converge(&mut net, Duration::from_secs(30));
+    assert!(
+        net.server.stats().cookie_replies >= 2,
+        "{:?}",
+        net.server.stats()
+    );
+}
+
+#[test]
+fn a_handshake_flood_from_one_source_does_not_lock_out_other_clients() {
+    let mut net = Net::new(key(100), Faults::default());
+    net.server = Server::new(
+        key(100),
+        ServerConfig {
+            load_threshold: 20,
+            ..ServerConfig::default()
+        },
+        [9; 32],
+    );
+    net.add(1, "203.0.113.10:40001", &[2]);
+    net.add(2, "203.0.113.20:40002", &[1]);
+    // 200 real clients with their own keys, all behind one address, handshaking at once and
+    // receiving their cookies (a flood that does not need to spoof).
+    for n in 0..200u8 {
+        let attacker = key(n.wrapping_add(30));
+        net.nodes.push(Node {
+            client: Client::new(
+                attacker,
+                net.server.public_key(),
+                vec![],
+                vec![],
+                ClientConfig::default(),
+                [n; 32],
+            ),
+            public: "198.51.100.66:6666".parse().unwrap(),
+            events: Vec::new(),
+        });
+    }
+    converge(&mut net, Duration::from_secs(30));
+    let stats = net.server.stats().clone();
+    assert!(
+        stats.rate_limited > 0 && stats.cookie_replies > 0,
+        "{stats:?}"
+    );
+    // The flooding source got no more handshakes than its budget: a burst, then its rate.
+    assert!(stats.handshakes < 2 + 20 + 20 * 30, "{stats:?}");
+}
+
+#[test]
+fn a_spoofed_initiation_flood_costs_no_diffie_hellman_under_load() {
+    let mut net = Net::new(key(100), Faults::default());
+    net.server = Server::new(
+        key(100),
+        ServerConfig {
+            load_threshold: 10,
+            ..ServerConfig::default()
+        },
+        [9; 32],
+    );
+    // Valid initiations (the attacker knows the server's public key), each from a new source
+    // that never answers: without the cookies of those sources, none can carry a valid mac2.
+    let mut spoofer = Client::new(
+        key(50),
+        net.server.public_key(),
+        vec![],
+        vec![],
+        ClientConfig::default(),
+        [50; 32],
+    );
+    let mut start = net.now;
+    for n in 0..1000u32 {
+        start += Duration::from_secs(3600);
+        let datagram = spoofer.poll_transmit(start, net.wall).unwrap();
+        let source = std::net::SocketAddr::new(
+            std::net::Ipv4Addr::from(0xC633_6400 | (n & 0xff)).into(),
+            1 + n as u16,
+        );
+        let reply = net.server.handle(net.now, net.wall, source, &datagram);
+        if let Some(reply) = reply.filter(|_| n >= 10) {
+            assert!(
+                matches!(Packet::parse(&reply), Ok(Packet::CookieReply(_))),
+                "under load only cookies go out"
+            );
+            assert!(reply.len() < datagram.len());
+        }
+    }
+    let stats = net.server.stats();
+    assert_eq!(
+        stats.handshakes, 10,
+        "only the initiations before the load threshold cost a handshake: {stats:?}"
+    );
+    assert_eq!(stats.cookie_replies, 990);
+}

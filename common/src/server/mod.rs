@@ -5,6 +5,7 @@
 //! dropped silently and counted in [`Stats`]. The cheapest checks run first: length and type, then
 //! mac1, and only then the Diffie-Hellman of the Noise handshake.
 
+pub mod limits;
 pub mod registry;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -13,16 +14,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, trace};
 
+use crate::cookie::CookieJar;
 use crate::handshake::{unix_nanos, Accepted};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::mac::Mac1Key;
 use crate::noise::{Rng, Seed};
 use crate::session::Session;
 use crate::wire::endpoint::canonical;
-use crate::wire::packet::{MAC1_OFFSET, MAX_PLAINTEXT_LEN};
+use crate::wire::packet::{COOKIE_NONCE_LEN, MAC1_OFFSET, MAX_PLAINTEXT_LEN};
 use crate::wire::{
     HandshakeInit, LookupReply, Packet, Register, RegisterAck, Reply, Request, Transport,
 };
+use limits::{Bucket, LoadMeter, SourceLimiter};
 use registry::{Registration, Registry};
 
 /// Limits and lifetimes of the server's state.
@@ -43,6 +46,19 @@ pub struct ServerConfig {
     /// When set, only these keys may register (or hold a session at all); others get silence
     /// and leave no state behind.
     pub allowed_keys: Option<HashSet<PublicKey>>,
+    /// Initiations a second above which the server is under load: it then answers initiations
+    /// without a valid mac2 with a cookie reply, and limits handshakes per source.
+    pub load_threshold: u32,
+    /// Under load: handshakes a second allowed per source (IPv4 address or IPv6 /64).
+    pub source_rate: u32,
+    /// Under load: the burst of handshakes allowed per source.
+    pub source_burst: u32,
+    /// Most sources the per-source limiter tracks; when full, new sources are refused.
+    pub max_sources: usize,
+    /// Handshakes a second allowed per client key (after authentication), always.
+    pub key_rate: u32,
+    /// The burst of handshakes allowed per client key.
+    pub key_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +71,12 @@ impl Default for ServerConfig {
             max_registrations: 1 << 20,
             max_peers_per_client: 1024,
             allowed_keys: None,
+            load_threshold: 1000,
+            source_rate: 20,
+            source_burst: 20,
+            max_sources: 1 << 16,
+            key_rate: 1,
+            key_burst: 10,
         }
     }
 }
@@ -72,6 +94,10 @@ pub struct Stats {
     pub bad_handshake: u64,
     /// Dropped: authenticated initiation from a key not in the allowed list.
     pub not_allowed: u64,
+    /// Under load: initiations answered with a cookie reply instead of a handshake.
+    pub cookie_replies: u64,
+    /// Dropped: over a per-source or per-key handshake rate, or the source table was full.
+    pub rate_limited: u64,
     /// Dropped: initiation whose timestamp is outside the clock tolerance.
     pub stale_timestamp: u64,
     /// Dropped: initiation whose timestamp is not newer than the last accepted for its key.
@@ -119,6 +145,7 @@ struct KeyState {
     last_handshake: Option<Instant>,
     current: Option<u32>,
     pending: Option<u32>,
+    handshakes: Option<Bucket>,
 }
 
 /// The discovery server.
@@ -133,6 +160,10 @@ pub struct Server {
     registry: Registry,
     stats: Stats,
     plaintext: Box<[u8; MAX_PLAINTEXT_LEN]>,
+    /// Made at the first initiation (the core gets the time only with its inputs).
+    cookies: Option<CookieJar>,
+    load: Option<LoadMeter>,
+    sources: SourceLimiter,
 }
 
 impl std::fmt::Debug for Server {
@@ -153,12 +184,19 @@ impl Server {
             public,
             private,
             registry: Registry::new(config.registration_ttl, config.max_registrations),
-            config,
             rng: Rng::from_seed(seed),
             sessions: HashMap::new(),
             keys: HashMap::new(),
             stats: Stats::default(),
             plaintext: Box::new([0; MAX_PLAINTEXT_LEN]),
+            cookies: None,
+            load: None,
+            sources: SourceLimiter::new(
+                config.source_rate,
+                config.source_burst,
+                config.max_sources,
+            ),
+            config,
         }
     }
 
@@ -194,11 +232,13 @@ impl Server {
         self.stats.datagrams += 1;
         let from = canonical(from);
         let reply = match Packet::parse(datagram) {
-            Ok(Packet::HandshakeInit(init)) => self.handle_initiation(now, wall, datagram, &init),
+            Ok(Packet::HandshakeInit(init)) => {
+                self.handle_initiation(now, wall, from, datagram, &init)
+            }
             Ok(Packet::Transport(message)) => {
                 self.handle_transport(now, from, &message, datagram.len())
             }
-            Ok(Packet::HandshakeResponse(_)) | Err(_) => {
+            Ok(Packet::HandshakeResponse(_) | Packet::CookieReply(_)) | Err(_) => {
                 self.stats.malformed += 1;
                 None
             }
@@ -211,12 +251,39 @@ impl Server {
         &mut self,
         now: Instant,
         wall: SystemTime,
+        from: SocketAddr,
         datagram: &[u8],
         init: &HandshakeInit,
     ) -> Option<Vec<u8>> {
         if !self.mac1.verify(datagram.get(..MAC1_OFFSET)?, &init.mac1) {
             self.stats.bad_mac1 += 1;
             return None;
+        }
+        let load = self.load.get_or_insert_with(|| LoadMeter::new(now));
+        load.note(now);
+        if load.is_over(self.config.load_threshold) {
+            let cookies = match &mut self.cookies {
+                Some(jar) => jar,
+                slot => slot.insert(CookieJar::new(&self.public, self.rng.seed(), now)),
+            };
+            if cookies.needs_rotation(now) {
+                cookies.rotate(self.rng.seed(), now);
+            }
+            if !cookies.verify_mac2(from, datagram, &init.mac2) {
+                let mut nonce = [0u8; COOKIE_NONCE_LEN];
+                nonce[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+                nonce[8..16].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+                nonce[16..].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+                let reply = cookies.reply(from, init.sender_index, &init.mac1, nonce)?;
+                self.stats.cookie_replies += 1;
+                let mut out = Vec::new();
+                reply.emit(&mut out);
+                return Some(out);
+            }
+            if !self.sources.allow(from, now) {
+                self.stats.rate_limited += 1;
+                return None;
+            }
         }
         let Ok(accepted) = Accepted::read(&self.private, init, self.rng.seed()) else {
             self.stats.bad_handshake += 1;
@@ -247,6 +314,17 @@ impl Server {
             self.stats.replayed_initiation += 1;
             return None;
         }
+        let (key_rate, key_burst) = (self.config.key_rate, self.config.key_burst);
+        if let Some(state) = self.keys.get_mut(&accepted.client) {
+            let bucket = state
+                .handshakes
+                .get_or_insert_with(|| Bucket::full(key_burst, now));
+            if !bucket.take(key_rate, key_burst, now) {
+                self.stats.rate_limited += 1;
+                return None;
+            }
+        }
+        let known = self.keys.get(&accepted.client);
         let replaces_pending = known.and_then(|k| k.pending).is_some();
         if self.sessions.len() >= self.config.max_sessions && !replaces_pending {
             self.expire(now);
@@ -461,5 +539,6 @@ impl Server {
                     .is_some_and(|t| now.saturating_duration_since(t) < keep_timestamps)
         });
         self.registry.purge(now);
+        self.sources.purge(now);
     }
 }

@@ -6,7 +6,7 @@ pub mod packet;
 pub mod reader;
 
 pub use message::{Lookup, LookupReply, Register, RegisterAck, Reply, Request, Sighting};
-pub use packet::{HandshakeInit, HandshakeResponse, Packet, Transport};
+pub use packet::{CookieReply, HandshakeInit, HandshakeResponse, Packet, Transport};
 
 /// Why bytes were not accepted as a protocol message. Bad input is dropped, never answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -12,7 +12,7 @@ use super::WireError;
 pub const TYPE_HANDSHAKE_INIT: u8 = 0x11;
 /// Type byte of a handshake response (server to client).
 pub const TYPE_HANDSHAKE_RESPONSE: u8 = 0x12;
-/// Type byte reserved for a cookie reply (server to client, load protection with mac2).
+/// Type byte of a cookie reply (server to client, under load: the cookie for mac2).
 pub const TYPE_COOKIE_REPLY: u8 = 0x13;
 /// Type byte of a transport message (both directions).
 pub const TYPE_TRANSPORT: u8 = 0x14;
@@ -33,6 +33,12 @@ pub const MAC2_OFFSET: usize = MAC1_OFFSET + MAC_LEN;
 pub const HANDSHAKE_INIT_LEN: usize = MAC2_OFFSET + MAC_LEN;
 /// Length of a handshake response.
 pub const HANDSHAKE_RESPONSE_LEN: usize = PREFIX_LEN + 4 + 4 + NOISE_RESPONSE_LEN;
+/// Length of the nonce of a cookie reply.
+pub const COOKIE_NONCE_LEN: usize = 24;
+/// Length of an encrypted cookie with its tag.
+pub const ENCRYPTED_COOKIE_LEN: usize = 16 + 16;
+/// Length of a cookie reply.
+pub const COOKIE_REPLY_LEN: usize = PREFIX_LEN + 4 + COOKIE_NONCE_LEN + ENCRYPTED_COOKIE_LEN;
 /// Length of a transport message's header: prefix, receiver index, counter.
 pub const TRANSPORT_HEADER_LEN: usize = PREFIX_LEN + 4 + 8;
 /// Length of the authentication tag that ends every ciphertext.
@@ -44,8 +50,9 @@ pub const TRANSPORT_MIN_LEN: usize = TRANSPORT_HEADER_LEN + 8 + TAG_LEN;
 /// Largest transport message (fits an IPv6 minimum-MTU packet with its IP and UDP headers).
 pub const TRANSPORT_MAX_LEN: usize = TRANSPORT_HEADER_LEN + MAX_PLAINTEXT_LEN + TAG_LEN;
 
-// A handshake response must never be larger than the initiation that caused it.
+// A handshake response or cookie reply must never be larger than the initiation that caused it.
 const _: () = assert!(HANDSHAKE_RESPONSE_LEN < HANDSHAKE_INIT_LEN);
+const _: () = assert!(COOKIE_REPLY_LEN < HANDSHAKE_INIT_LEN);
 
 /// A handshake initiation: Noise IK message 1, framed and MACed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +78,28 @@ pub struct HandshakeResponse {
     pub noise: [u8; NOISE_RESPONSE_LEN],
 }
 
+/// A cookie reply: the server is under load and wants initiations from this source to carry a
+/// mac2 made with this cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieReply {
+    /// The initiation's sender index, echoed.
+    pub receiver_index: u32,
+    /// The XChaCha20-Poly1305 nonce.
+    pub nonce: [u8; COOKIE_NONCE_LEN],
+    /// The cookie, encrypted with the initiation's mac1 as associated data.
+    pub encrypted_cookie: [u8; ENCRYPTED_COOKIE_LEN],
+}
+
+impl CookieReply {
+    /// Appends the encoded cookie reply to `out`.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        prefix(TYPE_COOKIE_REPLY, out);
+        out.extend_from_slice(&self.receiver_index.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.encrypted_cookie);
+    }
+}
+
 /// A transport message: an encrypted request or reply of an established session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transport<'a> {
@@ -89,6 +118,8 @@ pub enum Packet<'a> {
     HandshakeInit(HandshakeInit),
     /// See [`HandshakeResponse`].
     HandshakeResponse(HandshakeResponse),
+    /// See [`CookieReply`].
+    CookieReply(CookieReply),
     /// See [`Transport`].
     Transport(Transport<'a>),
 }
@@ -123,6 +154,16 @@ impl<'a> Packet<'a> {
                     sender_index,
                     receiver_index,
                     noise,
+                }))
+            }
+            TYPE_COOKIE_REPLY if len == COOKIE_REPLY_LEN => {
+                let receiver_index = r.u32().ok_or(WireError::Truncated)?;
+                let nonce = r.array().ok_or(WireError::Truncated)?;
+                let encrypted_cookie = r.array().ok_or(WireError::Truncated)?;
+                Ok(Packet::CookieReply(CookieReply {
+                    receiver_index,
+                    nonce,
+                    encrypted_cookie,
                 }))
             }
             TYPE_TRANSPORT if (TRANSPORT_MIN_LEN..=TRANSPORT_MAX_LEN).contains(&len) => {
@@ -249,7 +290,7 @@ mod tests {
         init().emit(&mut bytes);
         bytes[2] = 1;
         assert_eq!(Packet::parse(&bytes), Err(WireError::Reserved));
-        for foreign in [0u8, 1, 2, 3, 4, TYPE_COOKIE_REPLY, 0xff] {
+        for foreign in [0u8, 1, 2, 3, 4, 0x15, 0xff] {
             let mut bytes = vec![0u8; HANDSHAKE_INIT_LEN];
             bytes[0] = foreign;
             assert_eq!(
@@ -268,6 +309,7 @@ mod tests {
                 match packet {
                     Packet::HandshakeInit(p) => p.emit(&mut again),
                     Packet::HandshakeResponse(p) => p.emit(&mut again),
+                    Packet::CookieReply(p) => p.emit(&mut again),
                     Packet::Transport(t) => {
                         Transport::emit_header(t.receiver_index, t.counter, &mut again);
                         again.extend_from_slice(t.ciphertext);
