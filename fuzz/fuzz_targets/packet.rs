@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
         match &packet {
             Packet::HandshakeInit(p) => p.emit(&mut again),
             Packet::HandshakeResponse(p) => p.emit(&mut again),
+            Packet::CookieReply(p) => p.emit(&mut again),
             Packet::Transport(t) => {
                 Transport::emit_header(t.receiver_index, t.counter, &mut again);
                 again.extend_from_slice(t.ciphertext);
