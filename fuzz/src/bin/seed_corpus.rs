@@ -537,7 +537,9 @@ mod tests {
         assert!(stats.registrations >= 5, "{stats:?}");
         assert!(multipart.client().is_registered());
         let expiry = server_sim::run(&seed(&seeds, "expiry"));
-        assert!(expiry.server().stats().sessions_full >= 1);
+        let stats = expiry.server().stats();
+        assert!(stats.sessions_full >= 1, "{stats:?}");
+        assert!(stats.not_allowed >= 1, "{stats:?}");
         let corrupt = server_sim::run(&seed(&seeds, "corrupt"));
         assert!(corrupt.server().stats().bad_transport >= 1);
     }
