@@ -5,7 +5,8 @@
 //! corrupt, and to a puppet server holding the same key: it answers the client's handshake itself
 //! and then seals replies the input chooses, either arbitrary plaintexts or answers to the
 //! client's actual requests with input-chosen fields (so the fuzzer gets past request ids it cannot
-//! guess). Raw bytes arrive too.
+//! guess). It can also answer an initiation with a cookie reply, as a server under load does. Raw
+//! bytes arrive too.
 //!
 //! Input: up to [`MAX_OPS`] operations, each a tag byte (modulo the number of operations) and its
 //! fields as [`ClientOp::decode`] reads them.
@@ -17,10 +18,11 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use wgpunch_common::client::{Client, Event};
+use wgpunch_common::cookie::CookieJar;
 use wgpunch_common::handshake::Accepted;
 use wgpunch_common::server::Server;
 use wgpunch_common::session::Session;
-use wgpunch_common::wire::packet::MAX_PLAINTEXT_LEN;
+use wgpunch_common::wire::packet::{COOKIE_NONCE_LEN, MAX_PLAINTEXT_LEN};
 use wgpunch_common::wire::{LookupReply, Packet, RegisterAck, Reply, Request, Sighting};
 
 use crate::input::{Input, Script};
@@ -58,6 +60,9 @@ pub enum ClientOp {
     PuppetAccept { index: u32, flip: u16 },
     /// The puppet server seals `plaintext` in its session.
     PuppetSeal { plaintext: Vec<u8> },
+    /// The puppet server answers the client's latest initiation with a cookie reply, as a server
+    /// under load does (bit `flip - 1` flipped).
+    PuppetCookie { flip: u16 },
     /// The puppet server answers the client's oldest unanswered request. `mode` bits: 0 wrong
     /// part, 1 wrong entry count, 2 wrong request id, 3 keep the request to answer it again, 4
     /// known entries say the peer has the client's endpoint.
@@ -91,7 +96,8 @@ const TAG_PUPPET_ANSWER: u8 = 9;
 const TAG_LOOKUP: u8 = 10;
 const TAG_SET_PEERS: u8 = 11;
 const TAG_SERVER_EXPIRE: u8 = 12;
-const TAGS: u8 = 13;
+const TAG_PUPPET_COOKIE: u8 = 13;
+const TAGS: u8 = 14;
 
 impl ClientOp {
     /// Reads one operation; any bytes decode to some operation.
@@ -128,7 +134,8 @@ impl ClientOp {
             },
             TAG_LOOKUP => Self::Lookup { mask: r.u8() },
             TAG_SET_PEERS => Self::SetPeers { count: r.u8() },
-            _ => Self::ServerExpire,
+            TAG_SERVER_EXPIRE => Self::ServerExpire,
+            _ => Self::PuppetCookie { flip: r.u16() },
         }
     }
 
@@ -160,6 +167,7 @@ impl ClientOp {
             Self::Lookup { mask } => s.u8(TAG_LOOKUP).u8(*mask),
             Self::SetPeers { count } => s.u8(TAG_SET_PEERS).u8(*count),
             Self::ServerExpire => s.u8(TAG_SERVER_EXPIRE),
+            Self::PuppetCookie { flip } => s.u8(TAG_PUPPET_COOKIE).u16(*flip),
         };
     }
 }
@@ -174,7 +182,7 @@ pub fn script(ops: &[ClientOp]) -> Vec<u8> {
 }
 
 /// Where the real server sees the client.
-fn client_public() -> SocketAddr {
+fn client_address() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)), 40_001)
 }
 
@@ -203,6 +211,7 @@ pub struct ClientSim {
     /// The puppet server's session with the client.
     puppet: Option<Session>,
     puppet_handshakes: usize,
+    puppet_cookies: usize,
     /// The client's transport datagrams since the puppet's handshake, not opened yet.
     unopened: VecDeque<Vec<u8>>,
     /// Requests the puppet opened and has not answered.
@@ -224,6 +233,7 @@ impl ClientSim {
             last_initiation: None,
             puppet: None,
             puppet_handshakes: 0,
+            puppet_cookies: 0,
             unopened: VecDeque::new(),
             requests: VecDeque::new(),
             events: Vec::new(),
@@ -270,6 +280,7 @@ impl ClientSim {
             ClientOp::Raw { bytes } => self.receive(bytes),
             ClientOp::PuppetAccept { index, flip } => self.puppet_accept(*index, *flip),
             ClientOp::PuppetSeal { plaintext } => self.puppet_seal(plaintext),
+            ClientOp::PuppetCookie { flip } => self.puppet_cookie(*flip),
             ClientOp::PuppetAnswer {
                 mode,
                 ttl_secs,
@@ -317,7 +328,7 @@ impl ClientSim {
                 };
                 let reply =
                     self.server
-                        .handle(self.clock.now, self.clock.wall, client_public(), &datagram);
+                        .handle(self.clock.now, self.clock.wall, client_address(), &datagram);
                 if let Some(reply) = reply {
                     if self.queued.len() < HISTORY {
                         self.queued.push_back(reply);
@@ -345,6 +356,24 @@ impl ClientSim {
         self.unopened.clear();
         self.requests.clear();
         self.receive(&world::flipped(&response, flip));
+    }
+
+    fn puppet_cookie(&mut self, flip: u16) {
+        let Some(datagram) = self.last_initiation.clone() else {
+            return;
+        };
+        let Ok(Packet::HandshakeInit(init)) = Packet::parse(&datagram) else {
+            return;
+        };
+        let jar = CookieJar::new(&world::server_public(), [0x72; 32], self.clock.now);
+        self.puppet_cookies += 1;
+        let nonce = [self.puppet_cookies as u8; COOKIE_NONCE_LEN];
+        let Some(reply) = jar.reply(client_address(), init.sender_index, &init.mac1, nonce) else {
+            return;
+        };
+        let mut out = Vec::new();
+        reply.emit(&mut out);
+        self.receive(&world::flipped(&out, flip));
     }
 
     fn puppet_seal(&mut self, plaintext: &[u8]) {
@@ -473,6 +502,7 @@ mod tests {
             ClientOp::Lookup { mask: 1 },
             ClientOp::SetPeers { count: 33 },
             ClientOp::ServerExpire,
+            ClientOp::PuppetCookie { flip: 3 },
         ];
         let bytes = script(&ops);
         let mut r = Input::new(&bytes);

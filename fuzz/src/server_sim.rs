@@ -4,21 +4,23 @@
 //! Three kinds of sender reach the server: the real client state machine (so genuine sessions,
 //! registrations and lookups exist), puppet clients whose handshakes (index, timestamp skew) and
 //! request plaintexts come from the input but are sealed with real Noise keys (so the fuzzer
-//! reaches the request handling behind the AEAD), and raw or bit-flipped bytes.
+//! reaches the request handling behind the AEAD; a puppet given a cookie reply sends mac2 from
+//! then on), and raw or bit-flipped bytes.
 //!
 //! Input: one header byte (bit 0: tight server limits, see [`world::server_config`]), then up to
 //! [`MAX_OPS`] operations, each a tag byte (modulo the number of operations) and its fields as
 //! [`ServerOp::decode`] reads them.
 //!
 //! Checked on every datagram: the reply is never longer than the datagram (no amplification), the
-//! server never counts an answer it does not send, and replies to puppets decrypt, parse and answer
-//! the request that caused them. A datagram the server answered is never answered again (unless
+//! server never counts an answer it does not send, and replies to puppets complete their
+//! handshake, open as a cookie, or decrypt, parse and answer the request that caused them. A datagram the server answered is never answered again (unless
 //! the wall clock was set back, which makes an old initiation's timestamp fresh again).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use wgpunch_common::client::Client;
+use wgpunch_common::cookie::{self, Cookie};
 use wgpunch_common::handshake::Initiation;
 use wgpunch_common::server::{Server, Stats};
 use wgpunch_common::session::Session;
@@ -168,6 +170,8 @@ pub fn script(tight: bool, ops: &[ServerOp]) -> Vec<u8> {
 struct Puppet {
     session: Option<Session>,
     handshakes: usize,
+    /// The server's last cookie: the puppet's next initiations carry its mac2.
+    cookie: Option<Cookie>,
 }
 
 /// The server and everyone who talks to it.
@@ -185,7 +189,7 @@ pub struct ServerSim {
 
 /// Answers the server counts: every one of them must leave as a reply.
 fn answers(stats: &Stats) -> u64 {
-    stats.handshakes + stats.registrations + stats.lookups
+    stats.handshakes + stats.cookie_replies + stats.registrations + stats.lookups
 }
 
 impl ServerSim {
@@ -297,9 +301,12 @@ impl ServerSim {
                 reply.len(),
                 datagram.len()
             );
-            // An old initiation becomes fresh again only if the wall clock goes back to its time.
+            // Under load any initiation may get a cookie reply, which costs the server nothing
+            // and completes nothing; an old initiation becomes fresh again only if the wall clock
+            // goes back to its time.
+            let cookie = matches!(Packet::parse(reply), Ok(Packet::CookieReply(_)));
             assert!(
-                !replayed || self.clock.wall_stepped_back,
+                !replayed || cookie || self.clock.wall_stepped_back,
                 "the server answered a replay of a {} byte datagram it answered before",
                 datagram.len()
             );
@@ -339,21 +346,35 @@ impl ServerSim {
         );
         self.puppets[slot].handshakes += 1;
         let timestamp = self.clock.skewed_nanos(skew_centis);
-        let Ok((initiation, datagram)) =
-            Initiation::start(&key, &self.server.public_key(), index, timestamp, seed)
-        else {
+        let cookie = self.puppets[slot].cookie;
+        let Ok((initiation, datagram)) = Initiation::start_with_cookie(
+            &key,
+            &world::server_public(),
+            index,
+            timestamp,
+            seed,
+            cookie.as_ref(),
+        ) else {
             return;
         };
         let Some(reply) = self.deliver(world::source(port), &datagram) else {
             return;
         };
-        let response = match Packet::parse(&reply) {
-            Ok(Packet::HandshakeResponse(response)) => response,
+        match Packet::parse(&reply) {
+            Ok(Packet::HandshakeResponse(response)) => match initiation.complete(&response) {
+                Ok(session) => self.puppets[slot].session = Some(session),
+                Err(e) => panic!("the server's handshake response did not complete: {e}"),
+            },
+            Ok(Packet::CookieReply(reply)) => {
+                assert_eq!(
+                    reply.receiver_index, index,
+                    "cookie reply for another index"
+                );
+                let cookie = cookie::open_reply(&world::server_public(), &reply, &initiation.mac1);
+                assert!(cookie.is_some(), "the server's cookie reply did not open");
+                self.puppets[slot].cookie = cookie;
+            }
             other => panic!("the server answered an initiation with {other:?}"),
-        };
-        match initiation.complete(&response) {
-            Ok(session) => self.puppets[slot].session = Some(session),
-            Err(e) => panic!("the server's handshake response did not complete: {e}"),
         }
     }
 

@@ -74,8 +74,8 @@ pub fn wall_start() -> SystemTime {
 }
 
 /// The limits the targets run the server with: the defaults, or small ones (first input byte odd)
-/// so that full tables, expiry, over-limit registrations and a closed server (puppet 2 is not on
-/// the allowed list) are reachable in a few steps.
+/// so that full tables, expiry, over-limit registrations, a closed server (puppet 2 is not on the
+/// allowed list), load (cookie replies) and rate limits are reachable in a few steps.
 // The struct update is there for fields added later: they keep their defaults.
 #[allow(clippy::needless_update)]
 pub fn server_config(tight: bool) -> ServerConfig {
@@ -90,6 +90,12 @@ pub fn server_config(tight: bool) -> ServerConfig {
         max_registrations: 2,
         max_peers_per_client: 40,
         allowed_keys: Some([client_public(), puppet_public(0), puppet_public(1)].into()),
+        load_threshold: 2,
+        source_rate: 1,
+        source_burst: 2,
+        max_sources: 4,
+        key_rate: 1,
+        key_burst: 3,
         ..ServerConfig::default()
     }
 }

@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use wgpunch_client::packet::emit_udp;
+use wgpunch_common::cookie::CookieJar;
 use wgpunch_common::handshake::{Accepted, Initiation};
 use wgpunch_common::keys::PublicKey;
 use wgpunch_common::session::Session;
+use wgpunch_common::wire::packet::COOKIE_NONCE_LEN;
 use wgpunch_common::wire::{
     Lookup, LookupReply, Packet, Register, RegisterAck, Reply, Request, Sighting,
 };
@@ -183,6 +185,26 @@ fn handshake() -> (Vec<u8>, Vec<u8>, Session, Session) {
     (init, response, client_session, server_session)
 }
 
+/// The cookie reply a server under load sends for `init`.
+fn cookie_reply(init: &[u8]) -> Vec<u8> {
+    let Ok(Packet::HandshakeInit(parsed)) = Packet::parse(init) else {
+        panic!("the initiation does not parse");
+    };
+    let jar = CookieJar::new(&world::server_public(), [8; 32], std::time::Instant::now());
+    let source = v4([203, 0, 113, 10], 40001);
+    let reply = jar
+        .reply(
+            source,
+            parsed.sender_index,
+            &parsed.mac1,
+            [9; COOKIE_NONCE_LEN],
+        )
+        .expect("cookie reply");
+    let mut out = Vec::new();
+    reply.emit(&mut out);
+    out
+}
+
 fn sealed(session: &mut Session, plaintext: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     session.seal(plaintext, &mut out).expect("seal");
@@ -192,6 +214,7 @@ fn sealed(session: &mut Session, plaintext: &[u8]) -> Vec<u8> {
 fn wire_seeds() -> Vec<Seeds> {
     let (init, response, mut client, mut server) = handshake();
     let mut packet = Seeds::new("packet");
+    packet.add("cookie-reply", cookie_reply(&init));
     packet.add("handshake-init", init);
     packet.add("handshake-response", response);
     let mut request = Seeds::new("request");
@@ -324,7 +347,9 @@ fn server_seeds() -> Seeds {
             true,
             &[
                 handshake(0, 1, 0),
+                Advance { centis: 200 },
                 handshake(1, 2, 1),
+                Advance { centis: 200 },
                 handshake(2, 3, 2),
                 Advance { centis: 2500 },
                 Expire,
@@ -333,6 +358,25 @@ fn server_seeds() -> Seeds {
                 step(5),
                 StepWall { secs: -30 },
                 handshake(0, 4, 0),
+            ],
+        ),
+    );
+    // More initiations a second than the tight threshold: cookie replies, then retries with mac2
+    // from the same source, and rate limits.
+    seeds.add(
+        "load",
+        server_sim::script(
+            true,
+            &[
+                handshake(0, 1, 0),
+                handshake(1, 2, 4),
+                handshake(0, 3, 0),
+                handshake(0, 4, 0),
+                handshake(1, 5, 4),
+                handshake(1, 6, 4),
+                Advance { centis: 50 },
+                handshake(0, 7, 0),
+                step(0),
             ],
         ),
     );
@@ -437,6 +481,19 @@ fn client_seeds() -> Seeds {
     }
     seeds.add("puppet-sealed", client_sim::script(&sealed_replies));
     seeds.add(
+        "puppet-cookie",
+        client_sim::script(&[
+            to_puppet.clone(),
+            PuppetCookie { flip: 0 },
+            Advance { centis: 1 },
+            to_puppet.clone(),
+            PuppetAccept { index: 79, flip: 0 },
+            Advance { centis: 1 },
+            to_puppet.clone(),
+            answer(0),
+        ]),
+    );
+    seeds.add(
         "multipart-corrupt",
         client_sim::script(&[
             SetPeers { count: 70 },
@@ -540,6 +597,10 @@ mod tests {
         let stats = expiry.server().stats();
         assert!(stats.sessions_full >= 1, "{stats:?}");
         assert!(stats.not_allowed >= 1, "{stats:?}");
+        let load = server_sim::run(&seed(&seeds, "load"));
+        let stats = load.server().stats();
+        assert!(stats.cookie_replies >= 1, "{stats:?}");
+        assert!(stats.handshakes >= 3, "{stats:?}");
         let corrupt = server_sim::run(&seed(&seeds, "corrupt"));
         assert!(corrupt.server().stats().bad_transport >= 1);
     }
@@ -547,7 +608,11 @@ mod tests {
     #[test]
     fn client_seeds_get_registered_and_answered() {
         let seeds = client_seeds();
-        for (name, answer) in [("real-server", "Unknown"), ("puppet", "Resolved")] {
+        for (name, answer) in [
+            ("real-server", "Unknown"),
+            ("puppet", "Resolved"),
+            ("puppet-cookie", "Registered"),
+        ] {
             let sim = client_sim::run(&seed(&seeds, name));
             let events = sim.events();
             assert!(
