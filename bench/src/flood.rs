@@ -18,6 +18,7 @@ use wgpunch_common::noise::Seed;
 use wgpunch_common::wire::packet::HANDSHAKE_INIT_LEN;
 
 use crate::identity::{flood_identity, flood_ip, noise_bytes};
+use crate::stats::cpu_now;
 
 /// Most distinct datagrams prepared before a flood.
 const POOL_MAX: u64 = 50_000;
@@ -52,6 +53,8 @@ pub struct FloodConfig {
     pub rate: u64,
     /// How long the flood lasts.
     pub duration: Duration,
+    /// The server's process id, to measure its CPU time during the flood.
+    pub server_pid: Option<u32>,
 }
 
 /// How a legitimate client fared.
@@ -80,6 +83,8 @@ pub struct FloodOutcome {
     pub sent: u64,
     /// Time the flood ran.
     pub flood_elapsed: Duration,
+    /// The server's and our CPU seconds when the flood started.
+    pub cpu_before: (Option<f64>, Option<f64>),
     /// The legitimate client with no flood, for comparison.
     pub baseline: Resolution,
     /// The legitimate client during the flood.
@@ -128,6 +133,7 @@ pub async fn run(config: &FloodConfig) -> Result<FloodOutcome> {
         .connect(config.server)
         .context("connecting the flood socket")?;
     let (rate, duration) = (config.rate, config.duration);
+    let cpu_before = cpu_now(config.server_pid);
     let flooder = std::thread::spawn(move || flood(&flood_socket, &pool, rate, duration));
     tokio::time::sleep(HEAD_START).await;
     let socket = bind(config.server, 4).await?;
@@ -148,6 +154,7 @@ pub async fn run(config: &FloodConfig) -> Result<FloodOutcome> {
         pool_build,
         sent,
         flood_elapsed,
+        cpu_before,
         baseline,
         flooded,
     })

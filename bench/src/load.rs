@@ -167,7 +167,13 @@ struct Side {
 }
 
 impl Side {
-    async fn new(config: &LoadConfig, slot: usize, index: u64, partner: PublicKey) -> Result<Self> {
+    async fn new(
+        config: &LoadConfig,
+        slot: usize,
+        index: u64,
+        public: PublicKey,
+        partner: PublicKey,
+    ) -> Result<Self> {
         let socket = UdpSocket::bind(SocketAddr::new(socket_ip(slot), 0))
             .await
             .with_context(|| format!("binding a UDP socket on {}", socket_ip(slot)))?;
@@ -188,7 +194,7 @@ impl Side {
             client,
             socket,
             local,
-            public: client_public(index),
+            public,
             handshake_started: None,
             registered: false,
             lookup_asked: None,
@@ -286,8 +292,10 @@ async fn run_pair(
     outcome: &mut Outcome,
 ) -> Result<()> {
     let (ia, ib) = (2 * pair, 2 * pair + 1);
-    let mut a = Side::new(config, 2 * slot, ia, client_public(ib)).await?;
-    let mut b = Side::new(config, 2 * slot + 1, ib, a.public).await?;
+    // Each public key costs a scalar multiplication: derive each once.
+    let (pa, pb) = (client_public(ia), client_public(ib));
+    let mut a = Side::new(config, 2 * slot, ia, pa, pb).await?;
+    let mut b = Side::new(config, 2 * slot + 1, ib, pb, pa).await?;
     let deadline = (Instant::now() + config.pair_timeout).min(config.deadline);
     let mut lookups_started = false;
     let (mut buf_a, mut buf_b) = ([0u8; 2048], [0u8; 2048]);

@@ -17,7 +17,7 @@ use wgpunch_common::keys::PublicKey;
 use crate::flood::{FloodConfig, FloodKind, FloodOutcome, Resolution};
 use crate::identity::MAX_SOCKETS;
 use crate::load::LoadConfig;
-use crate::stats::{per_second, print_latency, print_server_memory};
+use crate::stats::{cpu_now, per_second, print_cpu, print_latency, print_server_memory};
 
 /// Load generator for wgpunch-server, on loopback only.
 ///
@@ -121,6 +121,7 @@ fn run(cli: &Cli) -> Result<bool> {
                 kind,
                 rate,
                 duration: Duration::from_secs(cli.duration),
+                server_pid: cli.server_pid,
             };
             let outcome = runtime.block_on(flood::run(&config))?;
             print_flood(&config, &outcome, cli.server_pid);
@@ -141,6 +142,7 @@ fn run_load(cli: &Cli, runtime: &tokio::runtime::Runtime) -> Result<bool> {
         bail!("--sockets must be even, from 2 to {MAX_SOCKETS}");
     }
     let start = Instant::now();
+    let cpu_before = cpu_now(cli.server_pid);
     let config = LoadConfig {
         server: cli.server,
         server_key: cli.server_key,
@@ -190,6 +192,7 @@ fn run_load(cli: &Cli, runtime: &tokio::runtime::Runtime) -> Result<bool> {
     );
     print_latency("handshake->Connected", &mut outcome.handshake_latency);
     print_latency("lookup->answer", &mut outcome.lookup_latency);
+    print_cpu(cli.server_pid, cpu_before, elapsed);
     print_server_memory(cli.server_pid);
     let expected = cli.clients * u64::from(cli.lookups_per_client);
     Ok(outcome.errors() == 0
@@ -223,6 +226,7 @@ fn print_flood(config: &FloodConfig, outcome: &FloodOutcome, server_pid: Option<
         outcome.flood_elapsed.as_secs_f64(),
         per_second(outcome.sent, outcome.flood_elapsed)
     );
+    print_cpu(server_pid, outcome.cpu_before, outcome.flood_elapsed);
     print_resolution("legit client, no flood", &outcome.baseline);
     print_resolution("legit client, flooded", &outcome.flooded);
     print_server_memory(server_pid);

@@ -96,6 +96,48 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     })
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat` (`self` for us).
+pub fn proc_cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), starting at field 3 (state).
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+/// CPU used by the server and by us since `before` (from [`cpu_now`]), over `elapsed`.
+pub fn print_cpu(server_pid: Option<u32>, before: (Option<f64>, Option<f64>), elapsed: Duration) {
+    let (server, ours) = cpu_now(server_pid);
+    let secs = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+    let show = |now: Option<f64>, then: Option<f64>| match (now, then) {
+        (Some(now), Some(then)) => {
+            format!(
+                "{:.1} s ({:.0}% of a core)",
+                now - then,
+                (now - then) / secs * 100.0
+            )
+        }
+        _ => "unknown".to_owned(),
+    };
+    println!(
+        "cpu                    server {}, bench {}",
+        show(server, before.0),
+        show(ours, before.1)
+    );
+}
+
+/// The CPU seconds used so far by the server (if its pid is known) and by us.
+pub fn cpu_now(server_pid: Option<u32>) -> (Option<f64>, Option<f64>) {
+    (
+        server_pid.and_then(|pid| proc_cpu_secs(&pid.to_string())),
+        proc_cpu_secs("self"),
+    )
+}
+
 /// Prints the server's peak and current resident memory, if its pid is known and readable.
 pub fn print_server_memory(pid: Option<u32>) {
     let Some(pid) = pid else {
@@ -124,6 +166,11 @@ mod tests {
         }
         let s = l.summary().unwrap();
         assert_eq!((s.p50, s.p90, s.p99, s.max), (50, 90, 99, 100));
+    }
+
+    #[test]
+    fn our_own_cpu_time_is_readable() {
+        assert!(proc_cpu_secs("self").is_some());
     }
 
     #[test]
