@@ -525,3 +525,47 @@ fn a_spoofed_initiation_flood_costs_no_diffie_hellman_under_load() {
     );
     assert_eq!(stats.cookie_replies, 990);
 }
+
+#[test]
+fn full_tables_refuse_new_keys_and_keep_the_registered_ones() {
+    let mut net = Net::new(key(100), Faults::default());
+    let config = ServerConfig {
+        max_keys: 2,
+        max_sessions: 2,
+        max_registrations: 2,
+        ..ServerConfig::default()
+    };
+    net.server = Server::new(key(100), config, [9; 32]);
+    net.add(1, "203.0.113.10:40001", &[2]);
+    net.add(2, "203.0.113.20:40002", &[1]);
+    converge(&mut net, Duration::from_secs(10));
+    // A crowd of new keys arrives; there is no room for them, and nobody already in is evicted.
+    for n in 0..20u8 {
+        let newcomer = key(n.wrapping_add(30));
+        net.nodes.push(Node {
+            client: Client::new(
+                newcomer,
+                net.server.public_key(),
+                vec![],
+                vec![],
+                ClientConfig::default(),
+                [n; 32],
+            ),
+            public: std::net::SocketAddr::new(
+                std::net::Ipv4Addr::new(198, 51, 100, n + 1).into(),
+                7000,
+            ),
+            events: Vec::new(),
+        });
+    }
+    net.run(Duration::from_secs(5));
+    assert!(net.server.stats().sessions_full > 0);
+    assert!(
+        net.nodes[2..].iter().all(|n| n.events.is_empty()),
+        "newcomers got nothing"
+    );
+    for node in &mut net.nodes[..2] {
+        node.events.clear();
+    }
+    converge(&mut net, Duration::from_secs(10));
+}

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Most registrations held at once.
     pub max_registrations: usize,
+    /// Most client keys whose replay-protection state is kept at once (a key's last timestamp
+    /// outlives its sessions by a few minutes).
+    pub max_keys: usize,
     /// Most WireGuard peers one client may declare.
     pub max_peers_per_client: usize,
     /// When set, only these keys may register (or hold a session at all); others get silence
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             clock_tolerance: Duration::from_secs(120),
             max_sessions: 1 << 20,
             max_registrations: 1 << 20,
+            max_keys: 1 << 21,
             max_peers_per_client: 1024,
             allowed_keys: None,
             load_threshold: 1000,
@@ -102,7 +106,7 @@ pub struct Stats {
     pub stale_timestamp: u64,
     /// Dropped: initiation whose timestamp is not newer than the last accepted for its key.
     pub replayed_initiation: u64,
-    /// Dropped: no room for another session.
+    /// Dropped: no room for another session or another client key.
     pub sessions_full: u64,
     /// Handshakes answered.
     pub handshakes: u64,
@@ -326,9 +330,15 @@ impl Server {
         }
         let known = self.keys.get(&accepted.client);
         let replaces_pending = known.and_then(|k| k.pending).is_some();
-        if self.sessions.len() >= self.config.max_sessions && !replaces_pending {
+        let new_key = known.is_none();
+        let sessions_full = self.sessions.len() >= self.config.max_sessions && !replaces_pending;
+        let keys_full = new_key && self.keys.len() >= self.config.max_keys;
+        if sessions_full || keys_full {
             self.expire(now);
-            if self.sessions.len() >= self.config.max_sessions {
+            let sessions_full =
+                self.sessions.len() >= self.config.max_sessions && !replaces_pending;
+            let keys_full = new_key && self.keys.len() >= self.config.max_keys;
+            if sessions_full || keys_full {
                 self.stats.sessions_full += 1;
                 return None;
             }
