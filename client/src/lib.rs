@@ -6,6 +6,7 @@ pub mod cli;
 pub mod iface;
 pub mod packet;
 pub mod peers;
+pub mod privileges;
 pub mod raw;
 pub mod run;
 pub mod sanity;

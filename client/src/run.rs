@@ -14,6 +14,7 @@ use wgpunch_common::wire::packet::TRANSPORT_MAX_LEN;
 use crate::cli::{Cli, EXIT_NO_HANDSHAKE, EXIT_NO_SERVER, EXIT_OK, EXIT_UNRESOLVED};
 use crate::iface::{self, Interface};
 use crate::peers::{Action, PeerPolicy, Peers};
+use crate::privileges;
 use crate::raw::RawUdp;
 use crate::sanity;
 
@@ -79,6 +80,11 @@ pub fn run(cli: &Cli) -> Result<u8> {
     let raw = RawUdp::open(server, iface.listen_port)
         .with_context(|| format!("opening raw UDP sockets towards {server}"))?;
     info!(server = %server, local = %raw.local_addr(), "talking to the server from the WireGuard port");
+    privileges::drop_net_raw().context("giving up CAP_NET_RAW after opening the raw sockets")?;
+    debug!(
+        still_has_net_raw = privileges::has_net_raw(),
+        "raw sockets open; gave up CAP_NET_RAW"
+    );
 
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| anyhow!("OS random generator failed: {e}"))?;
