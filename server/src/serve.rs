@@ -119,17 +119,25 @@ async fn housekeeping(server: Arc<Mutex<Server>>) -> io::Result<()> {
                 + stats.bad_handshake
                 + stats.unknown_session
                 + stats.bad_transport
-                + stats.bad_request;
+                + stats.bad_request
+                + stats.stale_timestamp
+                + stats.replayed_initiation;
             info!(
                 registrations,
                 sessions,
                 handshakes = stats.handshakes,
                 lookups = stats.lookups,
                 dropped,
+                not_allowed = stats.not_allowed,
+                cookie_replies = stats.cookie_replies,
+                rate_limited = stats.rate_limited,
                 "status"
             );
             if stats.sessions_full > logged.sessions_full {
-                warn!("session table full: new clients are being refused");
+                warn!("session or key table full: new clients are being refused");
+            }
+            if stats.cookie_replies > logged.cookie_replies {
+                warn!("under load: initiations must prove their source address with a cookie");
             }
             logged = stats;
             last_log = Instant::now();
