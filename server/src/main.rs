@@ -119,7 +119,10 @@ fn run(cli: Cli) -> Result<()> {
     };
     for socket in &sockets {
         let addr = socket.local_addr().context("reading bound address")?;
-        info!(listen = %addr, "listening");
+        let buffer = socket2::SockRef::from(socket)
+            .recv_buffer_size()
+            .unwrap_or(0);
+        info!(listen = %addr, receive_buffer = buffer, "listening");
     }
     info!(public_key = %public, "wgpunch-server ready");
 

@@ -16,6 +16,9 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 /// How often counters are logged (when they changed).
 const STATS_EVERY: Duration = Duration::from_secs(60);
 
+/// Receive buffer asked of the kernel for each socket.
+const RECV_SOCKET_BUFFER: usize = 8 << 20;
+
 /// Largest datagram read; anything longer is truncated and then dropped by the codec.
 const RECV_BUFFER: usize = 2048;
 
@@ -28,6 +31,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
         if v6.ip().is_unspecified() {
             socket.set_only_v6(false)?;
         }
+    }
+    // Room for bursts and floods while the server works: the kernel grants up to
+    // net.core.rmem_max (doubled); ask for more than that and take what comes.
+    if let Err(e) = socket.set_recv_buffer_size(RECV_SOCKET_BUFFER) {
+        debug!(error = %e, "could not enlarge the receive buffer");
     }
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
