@@ -184,6 +184,21 @@ impl<'a> Packet<'a> {
     }
 }
 
+impl Packet<'_> {
+    /// Appends the encoded datagram to `out`: the inverse of [`Packet::parse`].
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        match self {
+            Packet::HandshakeInit(p) => p.emit(out),
+            Packet::HandshakeResponse(p) => p.emit(out),
+            Packet::CookieReply(p) => p.emit(out),
+            Packet::Transport(t) => {
+                Transport::emit_header(t.receiver_index, t.counter, out);
+                out.extend_from_slice(t.ciphertext);
+            }
+        }
+    }
+}
+
 fn prefix(kind: u8, out: &mut Vec<u8>) {
     out.extend_from_slice(&[kind, 0, 0, 0]);
 }
@@ -306,15 +321,7 @@ mod tests {
         fn parse_never_panics_and_accepts_only_canonical_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
             if let Ok(packet) = Packet::parse(&bytes) {
                 let mut again = Vec::new();
-                match packet {
-                    Packet::HandshakeInit(p) => p.emit(&mut again),
-                    Packet::HandshakeResponse(p) => p.emit(&mut again),
-                    Packet::CookieReply(p) => p.emit(&mut again),
-                    Packet::Transport(t) => {
-                        Transport::emit_header(t.receiver_index, t.counter, &mut again);
-                        again.extend_from_slice(t.ciphertext);
-                    }
-                }
+                packet.emit(&mut again);
                 prop_assert_eq!(again, bytes);
             }
         }
