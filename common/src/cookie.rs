@@ -11,13 +11,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use blake2::digest::consts::U16;
-use blake2::digest::{KeyInit as _, Mac as _};
-use blake2::{Blake2s256, Blake2sMac, Digest as _};
 use chacha20poly1305::aead::{Aead as _, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305, XNonce};
 
 use crate::keys::PublicKey;
+use crate::mac::{keyed_mac, labelled_key, verify_keyed_mac};
 use crate::wire::packet::{
     CookieReply, COOKIE_NONCE_LEN, ENCRYPTED_COOKIE_LEN, MAC2_OFFSET, MAC_LEN,
 };
@@ -31,23 +29,6 @@ pub const COOKIE_SECRET_LIFETIME: Duration = Duration::from_secs(120);
 /// A cookie: 16 bytes.
 pub type Cookie = [u8; MAC_LEN];
 
-fn keyed_mac(key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
-    // Keys here are 16 or 32 bytes, within BLAKE2s's key size, so this cannot fail.
-    let mut mac = <Blake2sMac<U16> as blake2::digest::KeyInit>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!());
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
-}
-
-fn encryption_key(server: &PublicKey) -> [u8; 32] {
-    let mut hash = Blake2s256::new();
-    hash.update(COOKIE_LABEL);
-    hash.update(server.as_bytes());
-    hash.finalize().into()
-}
-
 fn address_bytes(source: SocketAddr) -> Vec<u8> {
     let mut bytes = match source.ip() {
         IpAddr::V4(v4) => v4.octets().to_vec(),
@@ -59,10 +40,7 @@ fn address_bytes(source: SocketAddr) -> Vec<u8> {
 
 /// mac2 of an initiation: keyed by the cookie, over every byte before mac2.
 pub fn mac2(cookie: &Cookie, initiation: &[u8]) -> [u8; MAC_LEN] {
-    keyed_mac(
-        cookie,
-        &[initiation.get(..MAC2_OFFSET).unwrap_or(initiation)],
-    )
+    keyed_mac(cookie, initiation.get(..MAC2_OFFSET).unwrap_or(initiation))
 }
 
 /// The server's cookie secret and the key its cookie replies are encrypted with.
@@ -83,7 +61,7 @@ impl std::fmt::Debug for CookieJar {
 impl CookieJar {
     /// A jar for the server `server`, with a first secret.
     pub fn new(server: &PublicKey, secret: [u8; 32], now: Instant) -> Self {
-        let cipher = XChaCha20Poly1305::new(&encryption_key(server).into());
+        let cipher = XChaCha20Poly1305::new(&labelled_key(COOKIE_LABEL, server).into());
         Self {
             secret,
             born: now,
@@ -104,7 +82,7 @@ impl CookieJar {
 
     /// The cookie of `source` under the current secret.
     pub fn cookie_for(&self, source: SocketAddr) -> Cookie {
-        keyed_mac(&self.secret, &[&address_bytes(source)])
+        keyed_mac(&self.secret, &address_bytes(source))
     }
 
     /// True when `initiation` (the whole datagram) carries the mac2 of `source`'s cookie.
@@ -114,11 +92,8 @@ impl CookieJar {
         initiation: &[u8],
         mac2_field: &[u8; MAC_LEN],
     ) -> bool {
-        let cookie = self.cookie_for(source);
-        let mut mac = <Blake2sMac<U16> as blake2::digest::KeyInit>::new_from_slice(&cookie)
-            .unwrap_or_else(|_| unreachable!());
-        mac.update(initiation.get(..MAC2_OFFSET).unwrap_or(initiation));
-        mac.verify_slice(mac2_field).is_ok()
+        let prefix = initiation.get(..MAC2_OFFSET).unwrap_or(initiation);
+        verify_keyed_mac(&self.cookie_for(source), prefix, mac2_field)
     }
 
     /// The cookie reply for an initiation from `source` with sender index `receiver_index` and
@@ -152,7 +127,7 @@ impl CookieJar {
 
 /// The client's side: reads the cookie out of a reply to the initiation whose mac1 was `mac1`.
 pub fn open_reply(server: &PublicKey, reply: &CookieReply, mac1: &[u8; MAC_LEN]) -> Option<Cookie> {
-    let cipher = XChaCha20Poly1305::new(&encryption_key(server).into());
+    let cipher = XChaCha20Poly1305::new(&labelled_key(COOKIE_LABEL, server).into());
     let plain = cipher
         .decrypt(
             XNonce::from_slice(&reply.nonce),
