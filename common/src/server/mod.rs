@@ -331,14 +331,9 @@ impl Server {
         let known = self.keys.get(&accepted.client);
         let replaces_pending = known.and_then(|k| k.pending).is_some();
         let new_key = known.is_none();
-        let sessions_full = self.sessions.len() >= self.config.max_sessions && !replaces_pending;
-        let keys_full = new_key && self.keys.len() >= self.config.max_keys;
-        if sessions_full || keys_full {
+        if self.is_full(new_key, replaces_pending) {
             self.expire(now);
-            let sessions_full =
-                self.sessions.len() >= self.config.max_sessions && !replaces_pending;
-            let keys_full = new_key && self.keys.len() >= self.config.max_keys;
-            if sessions_full || keys_full {
+            if self.is_full(new_key, replaces_pending) {
                 self.stats.sessions_full += 1;
                 return None;
             }
@@ -370,6 +365,14 @@ impl Server {
         self.stats.handshakes += 1;
         debug!(peer = %client, index, "handshake answered");
         Some(response)
+    }
+
+    /// True when an initiation cannot be taken: no room for its session (unless it replaces a
+    /// pending one) or, for a new key, for its replay-protection state.
+    fn is_full(&self, new_key: bool, replaces_pending: bool) -> bool {
+        let sessions_full = self.sessions.len() >= self.config.max_sessions && !replaces_pending;
+        let keys_full = new_key && self.keys.len() >= self.config.max_keys;
+        sessions_full || keys_full
     }
 
     fn free_index(&mut self) -> Option<u32> {
