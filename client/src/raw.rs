@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use wgpunch_common::wire::endpoint::canonical;
+
 use crate::packet::{self, PacketError};
 use crate::{bpf, sys};
 
@@ -73,7 +75,8 @@ impl RawUdp {
     /// After attaching the BPF filter, drains (discards) anything queued on the socket before the
     /// filter was attached.
     pub fn open(server: SocketAddr, local_port: u16) -> Result<RawUdp, RawError> {
-        let server = unmap(server);
+        // Raw IPv6 sockets cannot reach IPv4 hosts: use a mapped address's IPv4 form.
+        let server = canonical(server);
         let local = route_source(server, local_port)?;
         let (domain, program) = match server {
             SocketAddr::V4(s) => (
@@ -157,7 +160,7 @@ impl RawUdp {
     /// on the way, before it reaches the peer's NAT. The peer's NAT then sees the peer's WireGuard
     /// packets to us as replies, and ours sees the peer's as replies too.
     pub fn punch(&self, peer: SocketAddr, ttl: u8) -> Result<(), RawError> {
-        let peer = unmap(peer);
+        let peer = canonical(peer);
         let datagram = packet::emit_udp(self.local, peer, &[]).map_err(|e| RawError::Io {
             what: "building the punch datagram",
             source: io::Error::new(io::ErrorKind::InvalidInput, e),
@@ -296,18 +299,6 @@ fn is_icmp_error(e: &io::Error) -> bool {
     )
 }
 
-/// `server` with an IPv4-mapped IPv6 address turned into IPv4, since raw IPv6 sockets cannot
-/// reach IPv4 hosts.
-fn unmap(server: SocketAddr) -> SocketAddr {
-    match server {
-        SocketAddr::V6(s) => match s.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, s.port())),
-            None => server,
-        },
-        SocketAddr::V4(_) => server,
-    }
-}
-
 /// The address to send from: the source IP the kernel routes from towards `server`, found by
 /// connecting (never sending on) an ordinary UDP socket, with `local_port`.
 fn route_source(server: SocketAddr, local_port: u16) -> Result<SocketAddr, RawError> {
@@ -357,9 +348,9 @@ mod tests {
     fn ipv4_mapped_servers_are_used_as_ipv4() {
         let v4 = Ipv4Addr::new(192, 0, 2, 1);
         let mapped = SocketAddr::from((v4.to_ipv6_mapped(), 443));
-        assert_eq!(unmap(mapped), SocketAddr::from((v4, 443)));
+        assert_eq!(canonical(mapped), SocketAddr::from((v4, 443)));
         let v6 = SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 443));
-        assert_eq!(unmap(v6), v6);
+        assert_eq!(canonical(v6), v6);
     }
 
     #[test]

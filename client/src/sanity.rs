@@ -2,6 +2,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use wgpunch_common::wire::endpoint::canonical;
+
 /// Why an endpoint was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -52,10 +54,7 @@ pub fn check_endpoint(
     if endpoint.port() == 0 {
         return Err(Refused::PortZero);
     }
-    let ip = match endpoint.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
+    let ip = canonical(endpoint).ip();
     match ip {
         IpAddr::V4(v4) => {
             if v4.octets()[0] == 0 {

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::wire::endpoint::canonical;
+
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
 #[derive(Debug, Clone, Copy)]
 pub struct Bucket {
@@ -52,12 +54,9 @@ pub enum SourceKey {
 impl SourceKey {
     /// The key of `source`.
     pub fn of(source: SocketAddr) -> Self {
-        match source.ip() {
+        match canonical(source).ip() {
             IpAddr::V4(v4) => SourceKey::V4(u32::from(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => SourceKey::V4(u32::from(v4)),
-                None => SourceKey::V6((u128::from(v6) >> 64) as u64),
-            },
+            IpAddr::V6(v6) => SourceKey::V6((u128::from(v6) >> 64) as u64),
         }
     }
 }
