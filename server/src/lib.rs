@@ -2,5 +2,6 @@
 //! authenticated WireGuard key is and tells consenting peers.
 
 pub mod allowed;
+pub mod cli;
 pub mod keyfile;
 pub mod serve;
