@@ -527,6 +527,49 @@ fn a_spoofed_initiation_flood_costs_no_diffie_hellman_under_load() {
 }
 
 #[test]
+fn a_one_source_flood_under_load_gets_a_burst_of_cookies_then_silence() {
+    let mut net = Net::new(key(100), Faults::default());
+    net.server = Server::new(
+        key(100),
+        ServerConfig {
+            load_threshold: 10,
+            ..ServerConfig::default()
+        },
+        [9; 32],
+    );
+    let mut flooder = Client::new(
+        key(50),
+        net.server.public_key(),
+        vec![],
+        vec![],
+        ClientConfig::default(),
+        [50; 32],
+    );
+    // 5000 valid initiations within one second from one address, never using a cookie: each
+    // reply would cost the server an encryption and a send, so only the source's budget is paid.
+    let source: std::net::SocketAddr = "198.51.100.66:6666".parse().unwrap();
+    let mut start = net.now;
+    let mut replies = 0;
+    for _ in 0..5000u32 {
+        start += Duration::from_secs(3600);
+        let datagram = flooder.poll_transmit(start, net.wall).unwrap();
+        net.now += Duration::from_micros(200);
+        replies += usize::from(
+            net.server
+                .handle(net.now, net.wall, source, &datagram)
+                .is_some(),
+        );
+    }
+    let stats = net.server.stats();
+    let budget = 20 + 20 + 10;
+    assert!(
+        replies <= budget,
+        "{replies} replies to one source in one second: {stats:?}"
+    );
+    assert!(stats.rate_limited >= 5000 - budget as u64, "{stats:?}");
+}
+
+#[test]
 fn full_tables_refuse_new_keys_and_keep_the_registered_ones() {
     let mut net = Net::new(key(100), Faults::default());
     let config = ServerConfig {

@@ -273,6 +273,12 @@ impl Server {
             if cookies.needs_rotation(now) {
                 cookies.rotate(self.rng.seed(), now);
             }
+            // One token bucket per source pays for cookie replies and handshakes alike, so a
+            // flood from one source costs a table lookup per datagram, not a reply.
+            if !self.sources.allow(from, now) {
+                self.stats.rate_limited += 1;
+                return None;
+            }
             if !cookies.verify_mac2(from, datagram, &init.mac2) {
                 let mut nonce = [0u8; COOKIE_NONCE_LEN];
                 nonce[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
@@ -283,10 +289,6 @@ impl Server {
                 let mut out = Vec::new();
                 reply.emit(&mut out);
                 return Some(out);
-            }
-            if !self.sources.allow(from, now) {
-                self.stats.rate_limited += 1;
-                return None;
             }
         }
         let Ok(accepted) = Accepted::read(&self.private, init, self.rng.seed()) else {
