@@ -26,11 +26,18 @@ pub const DEFAULT_PORT: u16 = 51818;
 )]
 pub struct Cli {
     /// UDP port to listen on, on every IPv6 and IPv4 address.
-    #[arg(value_name = "PORT", default_value_t = DEFAULT_PORT, conflicts_with = "listen")]
+    #[arg(value_name = "PORT", default_value_t = DEFAULT_PORT, conflicts_with = "listen", env = "WGPUNCH_PORT")]
     pub port: u16,
 
-    /// Listen on this address and port instead (repeat for several), e.g. 0.0.0.0:51818 or [::1]:51818.
-    #[arg(short, long, value_name = "ADDR:PORT")]
+    /// Listen on this address and port instead (repeat, or separate with commas, for several),
+    /// e.g. 0.0.0.0:51818 or [::1]:51818. Default: the PORT on every address.
+    #[arg(
+        short,
+        long,
+        value_name = "ADDR:PORT",
+        value_delimiter = ',',
+        env = "WGPUNCH_LISTEN"
+    )]
     pub listen: Vec<SocketAddr>,
 
     /// The server's private key, in WireGuard's base64 form (`wg genkey`). Created with mode 0600
@@ -50,7 +57,7 @@ pub struct Cli {
     pub allowed_keys: Option<PathBuf>,
 
     /// Seconds a registration stays valid after its client was last heard from.
-    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(10..=3600))]
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(10..=3600), env = "WGPUNCH_REGISTRATION_TTL")]
     pub registration_ttl: u64,
 
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
@@ -84,5 +91,11 @@ mod tests {
     #[test]
     fn port_conflicts_with_listen() {
         assert!(Cli::try_parse_from(["wgpunch-server", "-l", "[::1]:1", "5000"]).is_err());
+    }
+
+    #[test]
+    fn listen_takes_a_comma_separated_list() {
+        let cli = Cli::try_parse_from(["wgpunch-server", "-l", "0.0.0.0:1,[::1]:2"]).unwrap();
+        assert_eq!(cli.listen.len(), 2);
     }
 }
