@@ -6,6 +6,7 @@ pub mod client;
 pub mod cookie;
 pub mod handshake;
 pub mod keys;
+pub mod legacy;
 pub mod mac;
 pub mod noise;
 pub mod replay;

@@ -50,8 +50,17 @@ impl CryptoResolver for SeededResolver {
 }
 
 fn builder(seed: Seed) -> Result<Builder<'static>, snow::Error> {
+    builder_with_prologue(seed, PROLOGUE)
+}
+
+/// A `Noise_IK_25519_ChaChaPoly_BLAKE2s` builder with seeded randomness and the given prologue
+/// (the natpunch-go compatibility mode uses its own).
+pub(crate) fn builder_with_prologue(
+    seed: Seed,
+    prologue: &'static [u8],
+) -> Result<Builder<'static>, snow::Error> {
     let params = NOISE_PARAMS.parse()?;
-    Builder::with_resolver(params, Box::new(SeededResolver(seed))).prologue(PROLOGUE)
+    Builder::with_resolver(params, Box::new(SeededResolver(seed))).prologue(prologue)
 }
 
 /// Starts the client's side of a handshake with the server whose static key is `server`.

@@ -232,6 +232,60 @@ fn wire_seeds() -> Vec<Seeds> {
     vec![packet, request, reply]
 }
 
+/// natpunch-go's four datagrams from a real legacy handshake, and the plaintexts they carry.
+fn legacy_seeds() -> Seeds {
+    use wgpunch_common::legacy::packet::{parse_from_server, FromServer};
+    use wgpunch_common::legacy::plaintext::{emit_answer, emit_timestamp};
+    use wgpunch_common::legacy::{Accepted, FromClient, Initiation, LookupRequest};
+    let client = world::client_key();
+    let server = world::server_key();
+    let mut seeds = Seeds::new("legacy");
+    let (pending, init) =
+        Initiation::start(&client, &server.public_key(), 7, 1_700_000_000, [1; 32])
+            .expect("legacy initiation");
+    let Ok(FromClient::HandshakeInit(parsed)) =
+        wgpunch_common::legacy::packet::parse_from_client(&init)
+    else {
+        panic!("legacy initiation does not parse")
+    };
+    let (mut server_session, response) = Accepted::read(&server, &parsed, [2; 32])
+        .and_then(|a| a.respond(9))
+        .expect("legacy response");
+    let Ok(FromServer::HandshakeResponse(parsed)) = parse_from_server(&response) else {
+        panic!("legacy response does not parse")
+    };
+    let mut client_session = pending.complete(&parsed).expect("legacy session");
+    let request = LookupRequest {
+        client: client.public_key(),
+        target: world::peer(2),
+    };
+    seeds.add("initiation", init);
+    seeds.add("response", response);
+    seeds.add(
+        "lookup",
+        client_session.seal_lookup(&request).expect("legacy lookup"),
+    );
+    seeds.add(
+        "answer-empty",
+        server_session.seal_answer(None).expect("legacy answer"),
+    );
+    seeds.add(
+        "answer-found",
+        server_session
+            .seal_answer(Some("203.0.113.10:51820".parse().expect("address")))
+            .expect("legacy answer"),
+    );
+    seeds.add("plain-lookup", request.emit().to_vec());
+    seeds.add("plain-timestamp", emit_timestamp(1_700_000_000).to_vec());
+    let mut endpoint = Vec::new();
+    emit_answer(
+        Some("203.0.113.10:51820".parse().expect("address")),
+        &mut endpoint,
+    );
+    seeds.add("plain-endpoint", endpoint);
+    seeds
+}
+
 /// An IPv4 header with `options` (a multiple of 4 bytes) in front of `udp`, as a raw socket
 /// delivers it. The checksum is left zero: the parser trusts the kernel to have checked it.
 fn ipv4_packet(source: [u8; 4], destination: [u8; 4], options: &[u8], udp: &[u8]) -> Vec<u8> {
@@ -529,6 +583,7 @@ fn main() -> ExitCode {
     let dir = PathBuf::from(dir);
     let mut all = wire_seeds();
     all.extend(raw_seeds());
+    all.push(legacy_seeds());
     all.push(server_seeds());
     all.push(client_seeds());
     for seeds in &all {
@@ -567,6 +622,21 @@ mod tests {
         }
         for (_, bytes) in &all[2].seeds {
             assert!(Reply::parse(bytes).is_ok());
+        }
+    }
+
+    #[test]
+    fn legacy_seeds_parse() {
+        use wgpunch_common::legacy::packet::{parse_from_client, parse_from_server};
+        let seeds = legacy_seeds();
+        let packets = seeds
+            .seeds
+            .iter()
+            .filter(|(name, _)| !name.starts_with("plain-"));
+        for (name, bytes) in packets {
+            let client = parse_from_client(bytes).is_ok();
+            let server = parse_from_server(bytes).is_ok();
+            assert!(client || server, "{name}");
         }
     }
 
