@@ -11,6 +11,7 @@
 //! - [`handshake`]: both sides of the Noise IK handshake, with seeded randomness.
 //! - [`session`]: transport encryption of lookups and answers.
 
+pub mod client;
 pub mod handshake;
 pub mod packet;
 pub mod plaintext;
