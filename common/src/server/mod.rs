@@ -5,6 +5,7 @@
 //! dropped silently and counted in [`Stats`]. The cheapest checks run first: length and type, then
 //! mac1, and only then the Diffie-Hellman of the Noise handshake.
 
+pub mod legacy;
 pub mod limits;
 pub mod registry;
 
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     pub key_rate: u32,
     /// The burst of handshakes allowed per client key.
     pub key_burst: u32,
+    /// When set, natpunch-go clients are served too, on the same port (see [`legacy`]).
+    pub natpunch_go: Option<legacy::LegacyConfig>,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +84,7 @@ impl Default for ServerConfig {
             max_sources: 1 << 16,
             key_rate: 1,
             key_burst: 10,
+            natpunch_go: None,
         }
     }
 }
@@ -168,6 +172,7 @@ pub struct Server {
     cookies: Option<CookieJar>,
     load: Option<LoadMeter>,
     sources: SourceLimiter,
+    legacy: legacy::LegacyState,
 }
 
 impl std::fmt::Debug for Server {
@@ -201,6 +206,7 @@ impl Server {
                 config.max_sources,
             ),
             config,
+            legacy: legacy::LegacyState::default(),
         }
     }
 
@@ -235,7 +241,13 @@ impl Server {
     ) -> Option<Vec<u8>> {
         self.stats.datagrams += 1;
         let from = canonical(from);
+        // natpunch-go's types (1 to 3) never collide with ours (0x11 to 0x14): see legacy::packet.
+        let legacy = self.config.natpunch_go.is_some()
+            && datagram
+                .first()
+                .is_some_and(|&b| crate::legacy::packet::is_legacy_type(b));
         let reply = match Packet::parse(datagram) {
+            _ if legacy => self.handle_legacy(now, wall, from, datagram),
             Ok(Packet::HandshakeInit(init)) => {
                 self.handle_initiation(now, wall, from, datagram, &init)
             }
@@ -424,8 +436,7 @@ impl Server {
                     .iter()
                     .enumerate()
                     .map(|(i, target)| {
-                        self.registry
-                            .lookup(&client, target, lookup.punched >> i & 1 == 1, now)
+                        self.lookup_any(&client, target, lookup.punched >> i & 1 == 1, now)
                     })
                     .collect();
                 Reply::LookupReply(LookupReply {
@@ -555,5 +566,8 @@ impl Server {
         });
         self.registry.purge(now);
         self.sources.purge(now);
+        if let Some(config) = self.config.natpunch_go {
+            self.expire_legacy(now, config);
+        }
     }
 }
