@@ -27,8 +27,20 @@ Exit status:
   5  endpoints were set but no WireGuard handshake followed with some peers
      (listed): no direct path, most likely a NAT that maps per destination
 
+Talking to a natpunch-go server (--protocol natpunch-go):
+  The command line stays natpunch-go's, so each machine can switch to wgpunch-client before the
+  server moves to wgpunch-server. natpunch-go's server only says where a key was last seen, not
+  whether the peer already knows our endpoint, so the punch barrier becomes a timed one: a found
+  peer gets TTL-limited punches at once and its endpoint once the server has given the same
+  endpoint for --delay + 1 s (by then the peer's own client has found us and punched, if it uses
+  the same --delay). The client still waits for the WireGuard handshake (exit 5 when none comes,
+  e.g. a stale entry: natpunch-go's server keeps entries for ever). Lookups go one at a time and
+  answers are IPv4 only. The native protocol's barrier is exact, so switch to it once the server
+  runs wgpunch-server.
+
 Example:
-  wgpunch-client wg0 discovery.example.net:51818 1rwvlEQkF6vL4jA1gRzlTM7I3tuZHtdq8qkLMwBs8Uw=";
+  wgpunch-client wg0 discovery.example.net:51818 1rwvlEQkF6vL4jA1gRzlTM7I3tuZHtdq8qkLMwBs8Uw=
+  wgpunch-client --protocol natpunch-go wg0 demo.example.net:12345 1rwvlEQkF6vL4jA1gRzlTM7I3tuZHtdq8qkLMwBs8Uw=";
 
 /// wgpunch client: finds the public endpoints of a WireGuard interface's peers through a
 /// wgpunch discovery server and sets them on the interface.
@@ -83,6 +95,11 @@ pub struct Cli {
     #[arg(short, long, value_enum, default_value_t = BackendChoice::Auto, env = "WGPUNCH_BACKEND")]
     pub backend: BackendChoice,
 
+    /// The server's protocol: native (wgpunch-server) or natpunch-go (a natpunch-go server, or
+    /// wgpunch-server in its compatibility mode), for migrating clients before the server.
+    #[arg(long, value_enum, default_value_t = Protocol::Native, env = "WGPUNCH_PROTOCOL")]
+    pub protocol: Protocol,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(
         long,
@@ -121,6 +138,27 @@ pub enum BackendChoice {
     Userspace,
 }
 
+/// Which discovery protocol the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// wgpunch's own protocol: authenticated registration, mutual consent, punch barrier.
+    Native,
+    /// natpunch-go's protocol: one lookup at a time, IPv4 answers, a timed punch barrier.
+    NatpunchGo,
+}
+
+impl Protocol {
+    /// The server program that speaks it, for error messages.
+    pub fn server_program(self) -> &'static str {
+        match self {
+            Protocol::Native => "wgpunch-server",
+            Protocol::NatpunchGo => {
+                "a natpunch-go server (or wgpunch-server in compatibility mode)"
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +184,24 @@ mod tests {
         assert!(cli.continuous);
         assert_eq!(cli.delay(), Duration::from_secs(5));
         assert_eq!(cli.interface, "wg0");
+        assert_eq!(cli.protocol, Protocol::Native, "native by default");
+    }
+
+    #[test]
+    fn natpunch_go_is_chosen_with_the_same_positional_arguments() {
+        let cli = Cli::try_parse_from([
+            "wgpunch-client",
+            "--protocol",
+            "natpunch-go",
+            "wg0",
+            "demo.example:12345",
+            "1rwvlEQkF6vL4jA1gRzlTM7I3tuZHtdq8qkLMwBs8Uw=",
+        ])
+        .unwrap();
+        assert_eq!(cli.protocol, Protocol::NatpunchGo);
+        assert_eq!(cli.server, "demo.example:12345");
+        assert!(
+            Cli::try_parse_from(["wgpunch-client", "--protocol", "stun", "a", "b:1", "c"]).is_err()
+        );
     }
 }

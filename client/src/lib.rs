@@ -3,6 +3,7 @@
 
 pub mod bpf;
 pub mod cli;
+pub mod discovery;
 pub mod iface;
 pub mod packet;
 pub mod peers;

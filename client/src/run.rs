@@ -9,9 +9,11 @@ use anyhow::{anyhow, Context as _, Result};
 use tracing::{debug, info, warn};
 use wgpunch_common::client::{Client, ClientConfig, Event};
 use wgpunch_common::keys::PublicKey;
+use wgpunch_common::legacy::client::{LegacyClient, LegacyConfig};
 use wgpunch_common::wire::packet::TRANSPORT_MAX_LEN;
 
-use crate::cli::{Cli, EXIT_NO_HANDSHAKE, EXIT_NO_SERVER, EXIT_OK, EXIT_UNRESOLVED};
+use crate::cli::{Cli, Protocol, EXIT_NO_HANDSHAKE, EXIT_NO_SERVER, EXIT_OK, EXIT_UNRESOLVED};
+use crate::discovery::{Discovery, Legacy};
 use crate::iface::{self, Interface};
 use crate::peers::{Action, PeerPolicy, Peers};
 use crate::privileges;
@@ -29,6 +31,10 @@ const CONFIRM_AFTER: Duration = Duration::from_millis(100);
 
 /// Longest time between lookups while peers wait behind the barrier.
 const MAX_LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// natpunch-go: how much longer than the lookup interval a found endpoint waits before it is set,
+/// so that the peer's client has looked us up and punched towards us (see `discovery`).
+const NATPUNCH_GO_GRACE_SLACK: Duration = Duration::from_secs(1);
 
 /// In continuous mode, how long without a server before a warning is logged.
 const SILENCE_WARNING: Duration = Duration::from_secs(30);
@@ -55,7 +61,7 @@ struct Driver<'a> {
     cli: &'a Cli,
     iface: Interface,
     raw: RawUdp,
-    client: Client,
+    client: Discovery,
     peers: Peers,
     /// Our WireGuard port's public address as the server sees it.
     observed: Option<SocketAddr>,
@@ -79,7 +85,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
 
     let raw = RawUdp::open(server, iface.listen_port)
         .with_context(|| format!("opening raw UDP sockets towards {server}"))?;
-    info!(server = %server, local = %raw.local_addr(), "talking to the server from the WireGuard port");
+    info!(server = %server, local = %raw.local_addr(), protocol = ?cli.protocol, "talking to the server from the WireGuard port");
     privileges::drop_net_raw().context("giving up CAP_NET_RAW after opening the raw sockets")?;
     debug!(
         still_has_net_raw = privileges::has_net_raw(),
@@ -89,14 +95,26 @@ pub fn run(cli: &Cli) -> Result<u8> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| anyhow!("OS random generator failed: {e}"))?;
     let peer_keys: Vec<PublicKey> = iface.peers.iter().map(|p| p.key).collect();
-    let client = Client::new(
-        iface.private_key.clone(),
-        server_key,
-        peer_keys,
-        vec![raw.local_addr()],
-        ClientConfig::default(),
-        seed,
-    );
+    let client = match cli.protocol {
+        Protocol::Native => Discovery::Native(Box::new(Client::new(
+            iface.private_key.clone(),
+            server_key,
+            peer_keys,
+            vec![raw.local_addr()],
+            ClientConfig::default(),
+            seed,
+        ))),
+        Protocol::NatpunchGo => Discovery::NatpunchGo(Box::new(Legacy::new(
+            LegacyClient::new(
+                iface.private_key.clone(),
+                server_key,
+                LegacyConfig::default(),
+                seed,
+            ),
+            // The peer looks us up at least this often (if its delay is ours): see discovery.rs.
+            cli.delay().min(MAX_LOOKUP_INTERVAL) + NATPUNCH_GO_GRACE_SLACK,
+        ))),
+    };
     let policy = PeerPolicy::new(cli.continuous, cli.keepalive, cli.handshake_timeout());
     let now = Instant::now();
     let peers = Peers::new(policy, &iface.peers, now, SystemTime::now());
@@ -139,7 +157,7 @@ impl Driver<'_> {
             while let Some(datagram) = self.client.poll_transmit(now, SystemTime::now()) {
                 self.raw.send(&datagram).context("sending to the server")?;
             }
-            let events: Vec<Event> = std::iter::from_fn(|| self.client.poll_event()).collect();
+            let events: Vec<Event> = std::iter::from_fn(|| self.client.poll_event(now)).collect();
             if !events.is_empty() || (self.client.is_connected() && !self.client.is_waiting()) {
                 last_contact = Some(Instant::now());
                 warned_silence = false;
@@ -150,7 +168,8 @@ impl Driver<'_> {
                 next_lookup = next_lookup.min(Instant::now() + CONFIRM_AFTER);
             }
 
-            let registered = self.observed.is_some();
+            // natpunch-go's server may not tell us our address: a handshake registers us there.
+            let registered = self.observed.is_some() || self.client.is_registered();
             if !cli.continuous && registered && self.peers.is_settled() {
                 return Ok(self.finish());
             }
@@ -282,7 +301,7 @@ impl Driver<'_> {
                     endpoint,
                     first,
                 } => {
-                    if first {
+                    if first && self.client.has_barrier() {
                         self.confirm_soon = true;
                     }
                     let ttl = self.punch_ttl();
@@ -329,9 +348,11 @@ impl Driver<'_> {
         if !heard_from_server {
             eprintln!(
                 "wgpunch-client: no answer from the server {server} ({}) within {} s: check the address and port, that \
-                 wgpunch-server runs there and UDP reaches it, and that SERVER_PUBKEY is its public key \
+                 {} runs there and UDP reaches it, and that SERVER_PUBKEY is its public key \
                  (a server ignores clients that use a wrong key)",
-                cli.server, cli.timeout
+                cli.server,
+                cli.timeout,
+                cli.protocol.server_program()
             );
             return EXIT_NO_SERVER;
         }
