@@ -12,6 +12,12 @@ use wgpunch_common::server::{Server, ServerConfig};
 use wgpunch_server::cli::Cli;
 use wgpunch_server::{allowed, keyfile, serve};
 
+/// Most worker threads, however many cores there are.
+const MAX_THREADS: usize = 8;
+
+/// Fewest sockets per listening address: a one-source flood fills one of them.
+const MIN_SOCKETS_PER_ADDRESS: usize = 4;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
@@ -54,20 +60,24 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
 
-    let sockets = if cli.listen.is_empty() {
-        vec![bind_any(cli.port)?]
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    let per_address = threads.max(MIN_SOCKETS_PER_ADDRESS);
+    let mut sockets = Vec::new();
+    if cli.listen.is_empty() {
+        sockets.extend(bind_any(cli.port, per_address)?);
     } else {
-        cli.listen
-            .iter()
-            .map(|&addr| serve::bind(addr).with_context(|| format!("binding UDP {addr}")))
-            .collect::<Result<Vec<_>>>()?
-    };
-    for socket in &sockets {
+        for &addr in &cli.listen {
+            let group = serve::bind_group(addr, per_address)
+                .with_context(|| format!("binding UDP {addr}"))?;
+            sockets.extend(group);
+        }
+    }
+    for socket in sockets.iter().step_by(per_address) {
         let addr = socket.local_addr().context("reading bound address")?;
         let buffer = socket2::SockRef::from(socket)
             .recv_buffer_size()
             .unwrap_or(0);
-        info!(listen = %addr, receive_buffer = buffer, "listening");
+        info!(listen = %addr, sockets = per_address, receive_buffer = buffer, "listening");
     }
     info!(public_key = %public, "wgpunch-server ready");
 
@@ -88,7 +98,8 @@ fn run(cli: Cli) -> Result<()> {
     };
     let server = Server::new(key, config, seed);
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
         .context("starting the runtime")?;
@@ -103,17 +114,17 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Binds `[::]:port` (IPv6 and IPv4), falling back to `0.0.0.0:port` where IPv6 is off.
-fn bind_any(port: u16) -> Result<std::net::UdpSocket> {
+fn bind_any(port: u16, count: usize) -> Result<Vec<std::net::UdpSocket>> {
     let v6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
-    match serve::bind(v6) {
-        Ok(socket) => Ok(socket),
+    match serve::bind_group(v6, count) {
+        Ok(sockets) => Ok(sockets),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             Err(e).with_context(|| format!("binding UDP port {port}"))
         }
         Err(e) => {
             warn!(error = %e, "IPv6 unavailable, serving IPv4 only");
             let v4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
-            serve::bind(v4).with_context(|| format!("binding UDP {v4}"))
+            serve::bind_group(v4, count).with_context(|| format!("binding UDP {v4}"))
         }
     }
 }

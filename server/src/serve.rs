@@ -1,11 +1,13 @@
 //! The IO shell: UDP sockets, the clock and a timer around the sans-IO [`Server`].
 
 use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 use wgpunch_common::server::{Server, Stats};
@@ -19,12 +21,25 @@ const STATS_EVERY: Duration = Duration::from_secs(60);
 /// Receive buffer asked of the kernel for each socket.
 const RECV_SOCKET_BUFFER: usize = 8 << 20;
 
-/// Largest datagram read; anything longer is truncated and then dropped by the codec.
-const RECV_BUFFER: usize = 2048;
+/// Room for one datagram; anything longer is truncated and then dropped by the codec.
+const DATAGRAM_ROOM: usize = 2048;
 
-/// Binds a UDP socket: `[::]:port` as a dual-stack socket that also takes IPv4, any other address
-/// as given.
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+/// Binds `count` UDP sockets (at least one) to `addr` with `SO_REUSEPORT`: `[::]:port` as
+/// dual-stack sockets that also take IPv4, any other address as given. Port 0 picks one free
+/// port for the whole group.
+///
+/// The kernel hashes each source address and port to one socket of the group, so a flood from
+/// one source fills one socket's queue while the others keep serving everyone else.
+pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    // A plain bind first: it fails while anything holds the port, including another server of
+    // the same user, which would otherwise join the group and silently take a share of clients.
+    let probe = open(addr, false)?;
+    let bound = probe.local_addr()?;
+    drop(probe);
+    (0..count.max(1)).map(|_| open(bound, true)).collect()
+}
+
+fn open(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if let SocketAddr::V6(v6) = addr {
@@ -37,12 +52,18 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     if let Err(e) = socket.set_recv_buffer_size(RECV_SOCKET_BUFFER) {
         debug!(error = %e, "could not enlarge the receive buffer");
     }
+    // Only sockets of the same effective user may join a group.
+    socket.set_reuse_port(reuse_port)?;
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
 /// Serves on `sockets` until `shutdown` completes, then returns the final counters.
+///
+/// Each socket gets its own task, which reads up to a batch of datagrams per system call
+/// (`recvmmsg`) and handles the whole batch under one lock of the shared [`Server`]. On a
+/// multi-threaded runtime the sockets are served in parallel.
 pub async fn serve(
     server: Server,
     sockets: Vec<std::net::UdpSocket>,
@@ -51,8 +72,9 @@ pub async fn serve(
     let server = Arc::new(Mutex::new(server));
     let mut tasks = tokio::task::JoinSet::new();
     for socket in sockets {
+        let state = UdpSocketState::new((&socket).into())?;
         let socket = UdpSocket::from_std(socket)?;
-        tasks.spawn(receive_loop(Arc::clone(&server), socket));
+        tasks.spawn(receive_loop(Arc::clone(&server), socket, state));
     }
     tasks.spawn(housekeeping(Arc::clone(&server)));
     tokio::select! {
@@ -76,25 +98,77 @@ fn lock(server: &Mutex<Server>) -> std::sync::MutexGuard<'_, Server> {
     server.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn receive_loop(server: Arc<Mutex<Server>>, socket: UdpSocket) -> io::Result<()> {
-    let mut buf = vec![0u8; RECV_BUFFER];
+/// A reply and where it goes: back to the sender, from the address the request was sent to.
+struct Reply {
+    to: SocketAddr,
+    from_ip: Option<IpAddr>,
+    datagram: Vec<u8>,
+}
+
+async fn receive_loop(
+    server: Arc<Mutex<Server>>,
+    socket: UdpSocket,
+    state: UdpSocketState,
+) -> io::Result<()> {
+    // With UDP GRO the kernel may coalesce datagrams of one flow into a buffer, `stride` apart.
+    let room = DATAGRAM_ROOM * state.gro_segments().max(1);
+    // Allocated one by one (not cloned) so that pages nothing was written to cost no memory.
+    let mut buffers: Vec<Vec<u8>> = (0..BATCH_SIZE).map(|_| vec![0u8; room]).collect();
+    let mut meta = vec![RecvMeta::default(); BATCH_SIZE];
+    let mut replies = Vec::new();
     loop {
-        let (len, from) = match socket.recv_from(&mut buf).await {
-            Ok(received) => received,
+        socket.readable().await?;
+        let received = {
+            let mut slices: Vec<IoSliceMut<'_>> =
+                buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            socket.try_io(Interest::READABLE, || {
+                state.recv((&socket).into(), &mut slices, &mut meta)
+            })
+        };
+        let count = match received {
+            Ok(count) => count,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             // ICMP errors from earlier replies surface here on some systems; they are not fatal.
             Err(e) if is_transient(&e) => continue,
             Err(e) => return Err(e),
         };
-        let reply = {
-            let datagram = buf.get(..len).unwrap_or_default();
-            lock(&server).handle(Instant::now(), SystemTime::now(), from, datagram)
-        };
-        if let Some(reply) = reply {
-            if let Err(e) = socket.send_to(&reply, from).await {
+        {
+            let (now, wall) = (Instant::now(), SystemTime::now());
+            let mut server = lock(&server);
+            for (meta, buffer) in meta.iter().zip(&buffers).take(count) {
+                let filled = buffer.get(..meta.len).unwrap_or_default();
+                for datagram in segments(filled, meta.stride) {
+                    if let Some(reply) = server.handle(now, wall, meta.addr, datagram) {
+                        replies.push(Reply {
+                            to: meta.addr,
+                            from_ip: meta.dst_ip,
+                            datagram: reply,
+                        });
+                    }
+                }
+            }
+        }
+        for reply in replies.drain(..) {
+            let transmit = Transmit {
+                destination: reply.to,
+                ecn: None,
+                contents: &reply.datagram,
+                segment_size: None,
+                src_ip: reply.from_ip,
+            };
+            // A full send buffer loses this reply like the network could; the client retries.
+            if let Err(e) = state.try_send((&socket).into(), &transmit) {
                 debug!(error = %e, "sending reply failed");
             }
         }
     }
+}
+
+/// The datagrams in a received buffer: one, or several `stride` apart when the kernel coalesced
+/// them (GRO). An empty datagram is still one datagram.
+fn segments(filled: &[u8], stride: usize) -> impl Iterator<Item = &[u8]> {
+    let empty = filled.is_empty().then_some(filled);
+    filled.chunks(stride.max(1)).chain(empty)
 }
 
 fn is_transient(e: &io::Error) -> bool {
@@ -150,5 +224,43 @@ async fn housekeeping(server: Arc<Mutex<Server>>) -> io::Result<()> {
             logged = stats;
             last_log = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_splits_into_its_datagrams() {
+        let buffer = [1, 1, 2, 2, 3];
+        let parts: Vec<&[u8]> = segments(&buffer, 2).collect();
+        assert_eq!(parts, [&[1, 1][..], &[2, 2], &[3]]);
+        assert_eq!(segments(&buffer, 5).count(), 1);
+    }
+
+    #[test]
+    fn an_empty_datagram_is_still_handled() {
+        let parts: Vec<&[u8]> = segments(&[], 0).collect();
+        assert_eq!(parts, [&[][..]]);
+    }
+
+    #[test]
+    fn a_second_server_cannot_join_a_group() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let taken = group[0].local_addr().unwrap();
+        let err = bind_group(taken, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn a_group_shares_one_port() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let ports: Vec<u16> = group
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
+        assert_eq!(ports.len(), 3);
+        assert!(ports.iter().all(|&p| p == ports[0] && p != 0), "{ports:?}");
     }
 }
