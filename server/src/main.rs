@@ -20,6 +20,10 @@ const MIN_SOCKETS_PER_ADDRESS: usize = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = cli.check() {
+        eprintln!("wgpunch-server: {e}");
+        return ExitCode::from(2);
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -94,8 +98,12 @@ fn run(cli: Cli) -> Result<()> {
     let config = ServerConfig {
         registration_ttl: Duration::from_secs(cli.registration_ttl),
         allowed_keys,
+        natpunch_go: cli.natpunch_go(),
         ..ServerConfig::default()
     };
+    if let Some(compat) = &config.natpunch_go {
+        info!(consent = ?compat.consent, "serving natpunch-go clients too");
+    }
     let server = Server::new(key, config, seed);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
