@@ -1,8 +1,9 @@
 //! Network-namespace test bed for wgpunch end-to-end tests.
 //!
 //! Builds topologies out of network namespaces ([`Netns`]), veth pairs and bridges ([`Switch`]),
-//! runs processes inside them ([`Process`]), drives userspace WireGuard ([`WgInterface`]) and the
-//! binaries under test ([`Server`], [`client_cmd`]). Everything it creates carries this process's
+//! runs processes inside them ([`Process`]), drives userspace WireGuard ([`WgInterface`], or
+//! [`WgQuick`] from a configuration file) and the binaries under test ([`Server`], [`client_cmd`],
+//! `scripts/mesh` and the directory it generates: [`MeshDir`]). Everything it creates carries this process's
 //! id and a counter in its name (`wgpe-<pid>-<n>-…`, `wg<pid>n<n>`), so tests run in parallel,
 //! and everything is removed again by its own name or pid on drop, also when a test panics:
 //! processes get SIGTERM then SIGKILL, namespaces are deleted after the last process in them.
@@ -27,6 +28,7 @@
 mod bins;
 mod cmd;
 mod ids;
+mod mesh;
 mod nat;
 mod netns;
 mod prereq;
@@ -35,10 +37,12 @@ mod tempdir;
 mod wait;
 mod wg;
 mod wgpunch;
+mod wgquick;
 
 pub use bins::{bin_dir, binary, client_binary, server_binary, workspace_root, CLIENT, SERVER};
 pub use cmd::{Cmd, Output, DEFAULT_TIMEOUT};
 pub use ids::{global_ifname, netns_name, unique_suffix, IFNAME_MAX};
+pub use mesh::{env_vars, mesh_ok, mesh_script, run_mesh, sections, MeshDir, MeshNode, Section};
 pub use nat::{
     nat_ruleset, parse_conntrack, server_addr, EndpointCheck, Flow, Host, Internet, NatKind,
     NatRouter, NatWorld, Peer, Site, HOST_IF, LAN_IF, REMAP_RANGE, SERVER_IP, SNAT_RANGE, WAN_IF,
@@ -53,6 +57,7 @@ pub use wg::{
     random_listen_port, socket_path, WgInterface, WgKeys, UAPI_DIR,
 };
 pub use wgpunch::{client_cmd, Server, SERVER_PORT};
+pub use wgquick::{wireguard_go_pids, WgQuick};
 
 /// Unwraps a check's result, panicking with the whole error chain.
 ///

@@ -13,6 +13,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ss", "iproute2"),
     ("wg", "wireguard-tools"),
+    ("wg-quick", "wireguard-tools"),
     ("wireguard-go", "wireguard-go"),
     ("nft", "nftables"),
     ("iptables", "iptables"),
