@@ -190,6 +190,32 @@ mod tests {
     }
 
     #[test]
+    fn every_option_explains_itself_and_its_default() {
+        for (name, cmd) in commands() {
+            assert!(cmd.get_version().is_some(), "{name}: no --version");
+            for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                let help = arg
+                    .get_long_help()
+                    .or(arg.get_help())
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                assert!(!help.is_empty(), "{name}: {id} has no help");
+                let optional_value = arg.get_action().takes_values() && !arg.is_required_set();
+                if optional_value && arg.get_default_values().is_empty() {
+                    assert!(
+                        help.contains("Default"),
+                        "{name}: {id} neither has a default value nor says what happens without it"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn completions_name_the_options() {
         for (name, cmd) in commands() {
             for (shell, _) in SHELLS {
