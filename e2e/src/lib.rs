@@ -3,10 +3,11 @@
 //! Builds topologies out of network namespaces ([`Netns`]), veth pairs and bridges ([`Switch`]),
 //! runs processes inside them ([`Process`]), drives userspace WireGuard ([`WgInterface`], or
 //! [`WgQuick`] from a configuration file) and the binaries under test ([`Server`], [`client_cmd`],
-//! `scripts/mesh` and the directory it generates: [`MeshDir`]). Everything it creates carries this process's
-//! id and a counter in its name (`wgpe-<pid>-<n>-…`, `wg<pid>n<n>`), so tests run in parallel,
-//! and everything is removed again by its own name or pid on drop, also when a test panics:
-//! processes get SIGTERM then SIGKILL, namespaces are deleted after the last process in them.
+//! `scripts/mesh` and the directory it generates: [`MeshDir`]). Everything it creates carries
+//! this process's id and a counter in its name (`wgpe-<pid>-<n>-…`, `wg<pid>n<n>`), so tests run
+//! in parallel, and everything is removed again by its own name or pid on drop, also when a test
+//! panics: processes get SIGTERM then SIGKILL, namespaces are deleted after the last process in
+//! them.
 //!
 //! Every wait is bounded and names what it waited for; every command error names the command line
 //! and its stderr. A missing prerequisite (root, `ip`, `wg`, `wireguard-go`, ...) is an error that
