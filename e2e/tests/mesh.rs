@@ -431,6 +431,26 @@ fn check_rerun() -> Result<()> {
     };
     let moved_nodes = check_mesh(&dir, &expected, &wg)?;
     ensure!(moved_nodes == after, "moving the server changed the nodes");
+
+    // Another interface name: every node's files move to it, the old ones go, keys stay.
+    mesh_ok(&["--interface", "wgmesh", dir.arg(), "b:wgb"])?;
+    let renamed = check_mesh(&dir, &expected, &wg)?;
+    for (node, old) in renamed.iter().zip(&after) {
+        let iface = if node.name == "b" { "wgb" } else { "wgmesh" };
+        ensure!(
+            node.iface == iface,
+            "{} has interface {}",
+            node.name,
+            node.iface
+        );
+        ensure!(
+            node.address == old.address && node.public_key == old.public_key,
+            "renaming the interface changed {}",
+            node.name
+        );
+        let stale = dir.node_dir(node).join("wg0.conf");
+        ensure!(!stale.exists(), "{} is left behind", stale.display());
+    }
     Ok(())
 }
 
@@ -512,6 +532,27 @@ fn check_bad_input() -> Result<()> {
         "give --server-key",
         &out_dir,
     )?;
+
+    // A directory that holds something else is left alone.
+    let other = tmp.join("other");
+    fs::create_dir(&other)?;
+    fs::write(other.join("notes.txt"), "mine\n")?;
+    let refused = run_mesh(&[
+        "--server",
+        SOME_SERVER,
+        "--server-key",
+        good_key,
+        other.to_str().context("non-UTF-8 temporary path")?,
+        "a",
+    ])?;
+    refused.ensure_code(2)?;
+    ensure!(refused.stderr.contains("holds no mesh.conf"), "{refused}");
+    let left: Vec<_> = fs::read_dir(&other)?.collect::<std::io::Result<_>>()?;
+    ensure!(
+        left.len() == 1,
+        "the refused run wrote into {}",
+        other.display()
+    );
     Ok(())
 }
 
