@@ -1,0 +1,269 @@
+//! `wgpunch-client --protocol natpunch-go` against a server that speaks only natpunch-go's bytes:
+//! `natpunch-go-server` (`e2e/src/bin/natpunch-go-server.rs`), written from the wire description
+//! with `snow` and sharing no code with wgpunch.
+//!
+//! - On a LAN without NAT: both clients exit 0, `wg show` has each peer at the other's address
+//!   and WireGuard listen port with the default keepalive, a ping crosses the tunnel both ways, and
+//!   the server recorded each client at its WireGuard port (the raw socket's source port).
+//! - Behind two port-preserving masquerading NATs, the case where natpunch-go's own client falls
+//!   into the conntrack trap: the timed barrier lets both clients exit 0, each endpoint is the
+//!   mapping the other's NAT really uses (read from its conntrack), and a ping crosses both ways.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use wgpunch_e2e::{
+    binary, chown_to_nobody, client_cmd, expect_ok, server_addr, write_secret_file, NatKind,
+    NatWorld, Netns, Output, Process, Site, Switch, TempDir, WgInterface, WgKeys, SERVER_PORT,
+};
+
+/// The test server's binary.
+const NATPUNCH_GO_SERVER: &str = "natpunch-go-server";
+
+const SERVER_IP: &str = "198.51.100.1";
+const A_IP: &str = "198.51.100.2";
+const B_IP: &str = "198.51.100.3";
+
+/// `--timeout` of the one-shot clients.
+const CLIENT_TIMEOUT_SECS: u64 = 30;
+
+/// How long a client may run: its timeout, the default 15 s wait for a WireGuard handshake, slack.
+const CLIENT_BUDGET: Duration = Duration::from_secs(CLIENT_TIMEOUT_SECS + 15 + 10);
+
+/// How long the server may take to bind its socket.
+const SERVER_STARTUP: Duration = Duration::from_secs(10);
+
+/// Budget for a ping across the tunnel once the clients are done.
+const PING_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The client's default persistent keepalive.
+const DEFAULT_KEEPALIVE: u16 = 25;
+
+/// The independent natpunch-go server, running as `nobody`.
+struct NatpunchGoServer {
+    process: Process,
+    keys: WgKeys,
+    _dir: TempDir,
+}
+
+impl NatpunchGoServer {
+    /// Starts `natpunch-go-server PORT KEY_FILE` in `ns` and waits until it listens and has
+    /// printed the public key that `wg pubkey` gives for its private key.
+    fn start(ns: &Netns, port: u16) -> Result<Self> {
+        let source = binary(NATPUNCH_GO_SERVER)?;
+        let dir = TempDir::new("natpunch-go")?;
+        dir.chown_to_nobody()?;
+        let program = dir.join(NATPUNCH_GO_SERVER);
+        std::fs::copy(&source, &program)
+            .with_context(|| format!("copying {} to {}", source.display(), program.display()))?;
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} executable", program.display()))?;
+        let keys = WgKeys::generate()?;
+        let key_file = dir.join("server.key");
+        write_secret_file(&key_file, &format!("{}\n", keys.private()))?;
+        chown_to_nobody(&key_file)?;
+
+        let mut process = ns
+            .cmd(program.to_str().context("non-UTF-8 temporary path")?)?
+            .as_nobody()
+            .arg(port.to_string())
+            .arg(&key_file)
+            .spawn(&format!("natpunch-go-server in {}", ns.label()))?;
+        ns.wait_udp_listen(port, SERVER_STARTUP, &mut process)?;
+        let expected = format!("public key: {}", keys.public());
+        wgpunch_e2e::wait_until(
+            "natpunch-go-server to print its public key",
+            SERVER_STARTUP,
+            || {
+                process.ensure_running()?;
+                Ok(process.stdout().contains(&expected).then_some(()))
+            },
+        )
+        .with_context(|| process.log_tail())?;
+        Ok(Self {
+            process,
+            keys,
+            _dir: dir,
+        })
+    }
+
+    fn public_key(&self) -> &str {
+        self.keys.public()
+    }
+
+    /// Every source the server recorded for `key`, in order, with what it came from
+    /// (`initiation` or `lookup`).
+    fn recorded(&self, key: &str) -> Vec<(SocketAddr, String)> {
+        let prefix = format!("recorded {key} at ");
+        self.process
+            .stderr()
+            .lines()
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .filter_map(|rest| {
+                let (addr, what) = rest.split_once(' ')?;
+                Some((addr.parse().ok()?, what.trim_matches(['(', ')']).to_owned()))
+            })
+            .collect()
+    }
+
+    fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+}
+
+/// Starts `wgpunch-client --protocol natpunch-go --timeout 30 IFACE SERVER PUBKEY` in `ns`.
+fn start_client(ns: &Netns, iface: &str, server: SocketAddr, key: &str) -> Result<Process> {
+    let timeout = CLIENT_TIMEOUT_SECS.to_string();
+    client_cmd(
+        ns,
+        &["--protocol", "natpunch-go", "--timeout", &timeout],
+        iface,
+        server,
+        key,
+    )?
+    .spawn(&format!(
+        "wgpunch-client --protocol natpunch-go in {}",
+        ns.label()
+    ))
+}
+
+/// Runs two clients at once until both exit; returns their outputs and how long that took.
+fn run_both(
+    (a, a_iface): (&Netns, &str),
+    (b, b_iface): (&Netns, &str),
+    server: SocketAddr,
+    key: &str,
+) -> Result<(Output, Output, Duration)> {
+    let started = Instant::now();
+    let mut client_a = start_client(a, a_iface, server, key)?;
+    let mut client_b = start_client(b, b_iface, server, key)?;
+    let out_a = client_a.wait_timeout(CLIENT_BUDGET)?;
+    let out_b = client_b.wait_timeout(CLIENT_BUDGET.saturating_sub(started.elapsed()))?;
+    Ok((out_a, out_b, started.elapsed()))
+}
+
+struct Lan {
+    _switch: Switch,
+    server: Netns,
+    a: Netns,
+    b: Netns,
+    wg_a: WgInterface,
+    wg_b: WgInterface,
+}
+
+/// A switch with the server's namespace and two WireGuard peers listing each other.
+fn lan() -> Result<Lan> {
+    let switch = Switch::new("sw")?;
+    let server = Netns::new("npg-server")?;
+    let a = Netns::new("a")?;
+    let b = Netns::new("b")?;
+    switch.attach(&server, "eth0", &[&format!("{SERVER_IP}/24")])?;
+    switch.attach(&a, "eth0", &[&format!("{A_IP}/24")])?;
+    switch.attach(&b, "eth0", &[&format!("{B_IP}/24")])?;
+    let wg_a = WgInterface::start(&a, "192.0.2.1/24", None)?;
+    let wg_b = WgInterface::start(&b, "192.0.2.2/24", None)?;
+    wg_a.add_peer(wg_b.public_key(), &["192.0.2.2/32"])?;
+    wg_b.add_peer(wg_a.public_key(), &["192.0.2.1/32"])?;
+    Ok(Lan {
+        _switch: switch,
+        server,
+        a,
+        b,
+        wg_a,
+        wg_b,
+    })
+}
+
+fn check_lan(lan: &Lan, server: &NatpunchGoServer) -> Result<()> {
+    let addr: SocketAddr = format!("{SERVER_IP}:{SERVER_PORT}").parse()?;
+    let (out_a, out_b, took) = run_both(
+        (&lan.a, lan.wg_a.name()),
+        (&lan.b, lan.wg_b.name()),
+        addr,
+        server.public_key(),
+    )?;
+    out_a.ensure_code(0).with_context(|| server.log_tail())?;
+    out_b.ensure_code(0).with_context(|| server.log_tail())?;
+
+    for (wg, ip, peer) in [(&lan.wg_a, A_IP, &lan.wg_b), (&lan.wg_b, B_IP, &lan.wg_a)] {
+        // The server saw the client at its WireGuard port, from the handshake on.
+        let own: SocketAddr = format!("{ip}:{}", wg.listen_port()).parse()?;
+        let recorded = server.recorded(wg.public_key());
+        ensure!(
+            recorded.first() == Some(&(own, "initiation".to_owned())),
+            "the server recorded {} as {recorded:?}, expected {own} from the initiation on; {}",
+            wg.name(),
+            server.log_tail()
+        );
+        ensure!(
+            recorded.iter().all(|(at, _)| *at == own),
+            "the server recorded {} at other sources too: {recorded:?}",
+            wg.name()
+        );
+        let peer_ip = if ip == A_IP { B_IP } else { A_IP };
+        let expected: SocketAddr = format!("{peer_ip}:{}", peer.listen_port()).parse()?;
+        let endpoint = wg.endpoint(peer.public_key())?;
+        ensure!(
+            endpoint == Some(expected),
+            "{}'s endpoint for its peer is {endpoint:?}, expected {expected}",
+            wg.name()
+        );
+        let keepalive = wg.persistent_keepalives()?[peer.public_key()];
+        ensure!(
+            keepalive == Some(DEFAULT_KEEPALIVE),
+            "{}'s keepalive for its peer is {keepalive:?}, expected {DEFAULT_KEEPALIVE}",
+            wg.name()
+        );
+    }
+    lan.a
+        .ping_until("192.0.2.2", PING_TIMEOUT)
+        .context("ping a -> b through the tunnel")?;
+    lan.b
+        .ping_until("192.0.2.1", PING_TIMEOUT)
+        .context("ping b -> a through the tunnel")?;
+    eprintln!("natpunch-go on a LAN: both clients exited 0 after {took:?}");
+    Ok(())
+}
+
+#[test]
+fn clients_resolve_each_other_through_a_natpunch_go_server() {
+    let lan = expect_ok(lan());
+    let server = expect_ok(NatpunchGoServer::start(&lan.server, SERVER_PORT));
+    expect_ok(check_lan(&lan, &server));
+}
+
+fn check_behind_nats(world: &NatWorld, server: &NatpunchGoServer) -> Result<()> {
+    let (a, b) = (world.a(), world.b());
+    let (out_a, out_b, took) = run_both(
+        (a.netns(), a.wg().name()),
+        (b.netns(), b.wg().name()),
+        server_addr(),
+        server.public_key(),
+    )?;
+    let explain = || format!("{}\n{}", server.log_tail(), world.diagnostics());
+    out_a.ensure_code(0).with_context(explain)?;
+    out_b.ensure_code(0).with_context(explain)?;
+    let checks = world.check_endpoints().with_context(explain)?;
+    a.ping_until(b, PING_TIMEOUT).with_context(explain)?;
+    b.ping_until(a, PING_TIMEOUT).with_context(explain)?;
+    eprintln!(
+        "natpunch-go behind two masquerading NATs: both clients exited 0 after {took:?}; {}; {}",
+        checks[0], checks[1]
+    );
+    Ok(())
+}
+
+#[test]
+fn the_timed_barrier_gets_through_two_masquerading_nats() {
+    let world = expect_ok(NatWorld::build(
+        Site::Behind(NatKind::Masquerade),
+        Site::Behind(NatKind::Masquerade),
+    ));
+    let server = expect_ok(NatpunchGoServer::start(
+        world.server_netns(),
+        server_addr().port(),
+    ));
+    expect_ok(check_behind_nats(&world, &server));
+}
