@@ -24,9 +24,11 @@
 //! Consent: legacy clients send no peer list, so a legacy client's consent to be found comes from
 //! the operator ([`LegacyConsent`]). A native client is found by a legacy one only when the native
 //! client's own peer list names the legacy key; a legacy client is found by a native one that lists
-//! it, and by every legacy client.
+//! it, and by every legacy client. A legacy client never confirms punches: a native client asking
+//! for one is told *peer has yours* once the legacy client was given the asker's current endpoint,
+//! since natpunch-go then keeps sending WireGuard keepalives there.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -123,10 +125,16 @@ struct KeyState {
     handshakes: Option<Bucket>,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// A legacy client's registration.
+#[derive(Debug, Clone)]
 struct Seen {
+    /// Where its last authenticated lookup came from.
     endpoint: SocketAddr,
+    /// When.
     at: Instant,
+    /// The endpoints it was given, by target (at most `max_peers_per_client`): natpunch-go sets
+    /// a found endpoint with a persistent keepalive, so it is sending towards it from then on.
+    told: BTreeMap<PublicKey, SocketAddr>,
 }
 
 /// The server's natpunch-go state: sessions by index, replay state by key, and where each
@@ -155,13 +163,12 @@ impl Server {
         self.legacy_registration(key, now).map(|s| s.endpoint)
     }
 
-    fn legacy_registration(&self, key: &PublicKey, now: Instant) -> Option<Seen> {
+    fn legacy_registration(&self, key: &PublicKey, now: Instant) -> Option<&Seen> {
         let ttl = self.registry.ttl();
         self.legacy
             .registrations
             .get(key)
             .filter(|s| now.saturating_duration_since(s.at) < ttl)
-            .copied()
     }
 
     /// Handles a datagram whose first byte is a natpunch-go type; the caller checked that
@@ -336,8 +343,14 @@ impl Server {
             // natpunch-go answers carry IPv4 only: an IPv6 endpoint looks like an unknown one.
             Some(SocketAddr::V6(_)) | None => None::<SocketAddrV4>,
         };
-        if v4.is_some() {
+        if let Some(endpoint) = v4 {
             self.legacy.stats.found += 1;
+            let max = self.config.max_peers_per_client;
+            if let Some(seen) = self.legacy.registrations.get_mut(&client) {
+                if seen.told.len() < max || seen.told.contains_key(&request.target) {
+                    seen.told.insert(request.target, SocketAddr::V4(endpoint));
+                }
+            }
         }
         let entry = self.legacy.sessions.get_mut(&lookup.index)?;
         let answer = entry.session.seal_answer(v4).ok()?;
@@ -366,21 +379,25 @@ impl Server {
         now: Instant,
         config: LegacyConfig,
     ) {
-        let seen = Seen {
-            endpoint: from,
-            at: now,
-        };
-        let table = &self.legacy.registrations;
-        if !table.contains_key(&client) && table.len() >= self.config.max_registrations {
+        if let Some(seen) = self.legacy.registrations.get_mut(&client) {
+            seen.endpoint = from;
+            seen.at = now;
+            return;
+        }
+        if self.legacy.registrations.len() >= self.config.max_registrations {
             self.expire_legacy(now, config);
             if self.legacy.registrations.len() >= self.config.max_registrations {
                 self.legacy.stats.registrations_full += 1;
                 return;
             }
         }
-        if self.legacy.registrations.insert(client, seen).is_none() {
-            debug!(peer = %client, endpoint = %from, "natpunch-go client registered");
-        }
+        let seen = Seen {
+            endpoint: from,
+            at: now,
+            told: BTreeMap::new(),
+        };
+        self.legacy.registrations.insert(client, seen);
+        debug!(peer = %client, endpoint = %from, "natpunch-go client registered");
     }
 
     /// Where `target` is, for the legacy client `asker`: a native client only if its own peer
@@ -412,8 +429,8 @@ impl Server {
             return Some(sighting);
         }
         self.config.natpunch_go?;
-        let lists = self.registry.get(asker, now)?.peers.contains(target);
-        if !lists {
+        let asking = self.registry.get(asker, now)?;
+        if !asking.peers.contains(target) {
             return None;
         }
         let seen = self.legacy_registration(target, now)?;
@@ -421,8 +438,9 @@ impl Server {
         Some(Sighting {
             endpoint: seen.endpoint,
             age_secs: u32::try_from(age).unwrap_or(u32::MAX),
-            // A legacy client never says whether it punched.
-            peer_has_yours: false,
+            // A legacy client never confirms a punch; once it was given the asker's current
+            // endpoint it keeps sending WireGuard keepalives there, which opens its NAT the same way.
+            peer_has_yours: seen.told.get(asker) == Some(&asking.endpoint),
         })
     }
 
@@ -620,6 +638,17 @@ mod tests {
         })
     }
 
+    fn has_yours(events: &[Event], peer: u8) -> Option<bool> {
+        events.iter().find_map(|e| match e {
+            Event::Resolved {
+                peer: p,
+                peer_has_yours,
+                ..
+            } if *p == key(peer).public_key() => Some(*peer_has_yours),
+            _ => None,
+        })
+    }
+
     #[test]
     fn legacy_clients_find_each_other_once_each_has_looked_something_up() {
         let mut w = World::new(LegacyConsent::TrustAll, None);
@@ -778,6 +807,23 @@ mod tests {
         n.lookup([key(1).public_key()]);
         let events = exchange(&mut w, &mut n, "203.0.113.2:2000");
         assert_eq!(resolved(&events, 1), Some(addr("198.51.100.1:51820")));
+        assert_eq!(
+            has_yours(&events, 1),
+            Some(false),
+            "L has not been told N's endpoint"
+        );
+        // L learns N's endpoint (natpunch-go then keeps sending keepalives there): N may go.
+        assert_eq!(
+            l.lookup(&mut w, "198.51.100.1:51820", 2),
+            Some(Some("203.0.113.2:2000".parse().unwrap()))
+        );
+        n.lookup([key(1).public_key()]);
+        let events = exchange(&mut w, &mut n, "203.0.113.2:2000");
+        assert_eq!(has_yours(&events, 1), Some(true));
+        // N moves: what L was told is stale.
+        n.lookup([key(1).public_key()]);
+        let events = exchange(&mut w, &mut n, "203.0.113.2:2999");
+        assert_eq!(has_yours(&events, 1), Some(false));
         // A native client that does not list it learns nothing.
         let mut m = native(&mut w, 3, "203.0.113.3:3000", &[]);
         m.lookup([key(1).public_key()]);
