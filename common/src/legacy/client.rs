@@ -27,9 +27,12 @@
 //! server requires. The client makes a new handshake every [`LegacyConfig::rehandshake_after`]
 //! (natpunch-go's five minutes), which also refreshes the endpoint the server records, and when
 //! the server stops answering. After each handshake its first lookup is for its own key: the
-//! server recorded the initiation's source, so the answer is our public `ip:port` as the server
-//! sees it ([`LegacyEvent::Observed`]). A server that does not answer that (wgpunch-server's
-//! compatibility mode may refuse it) costs nothing but one empty answer.
+//! server recorded the source of the initiation (natpunch-go) or of that very lookup
+//! (wgpunch-server's compatibility mode, which records nothing from an initiation), so the answer
+//! is our public `ip:port` as the server sees it ([`LegacyEvent::Observed`]). A session without
+//! other lookups repeats that every [`LegacyConfig::refresh_after`], which keeps us registered
+//! with a server that forgets idle clients and keeps our NAT's mapping towards the server alive.
+//! A server that does not answer it costs nothing but one empty answer.
 //!
 //! Datagrams that do not parse, decrypt or fit what is in flight are dropped and change nothing: a
 //! forged handshake response is checked against a rebuilt copy of the pending initiation, so it
@@ -65,6 +68,11 @@ pub struct LegacyConfig {
     pub max_lookup_attempts: u32,
     /// After each handshake, first look up our own key to learn the address the server sees.
     pub observe_self: bool,
+    /// With `observe_self`, look up our own key again when the session has been this long
+    /// without a lookup. wgpunch-server's compatibility mode records a legacy client only from
+    /// its lookups and forgets it after its registration TTL (120 s by default), and our NAT
+    /// forgets an idle mapping after 30 s; natpunch-go's own server does not mind.
+    pub refresh_after: Duration,
 }
 
 impl Default for LegacyConfig {
@@ -75,6 +83,7 @@ impl Default for LegacyConfig {
             retransmit_max: Duration::from_secs(8),
             max_lookup_attempts: 4,
             observe_self: true,
+            refresh_after: Duration::from_secs(20),
         }
     }
 }
@@ -114,6 +123,8 @@ struct Pending {
 struct Established {
     session: LegacySession,
     since: Instant,
+    /// When the last lookup went out on it.
+    last_lookup: Instant,
     /// A lookup on this session needed more than one send: answers to its earlier sends may
     /// still arrive, so no lookup for another target goes out on it.
     tainted: bool,
@@ -211,7 +222,20 @@ impl LegacyClient {
             .session
             .as_ref()
             .map(|s| s.since + self.config.rehandshake_after);
-        [handshake, lookup, rehandshake].into_iter().flatten().min()
+        let refresh = self.refresh_due();
+        [handshake, lookup, rehandshake, refresh]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the session, idle, next looks up our own key.
+    fn refresh_due(&self) -> Option<Instant> {
+        let idle = self.outstanding.is_none() && self.queue.is_empty();
+        self.session
+            .as_ref()
+            .filter(|_| self.config.observe_self && idle)
+            .map(|s| s.last_lookup + self.config.refresh_after)
     }
 
     /// The next datagram to send to the server, if one is due at `now`. `wall` is the real time
@@ -239,6 +263,9 @@ impl LegacyClient {
         }
         if self.session.is_none() {
             return self.transmit_handshake(now, wall);
+        }
+        if self.refresh_due().is_some_and(|at| now >= at) {
+            self.queue.push_back(self.public);
         }
         self.transmit_lookup(now)
     }
@@ -302,6 +329,7 @@ impl LegacyClient {
             target: outstanding.target,
         };
         let established = self.session.as_mut()?;
+        established.last_lookup = now;
         let Ok(datagram) = established.session.seal_lookup(&request) else {
             // The session ran out of nonces: start over with a new one.
             self.queue.push_front(outstanding.target);
@@ -353,6 +381,7 @@ impl LegacyClient {
                         self.session = Some(Established {
                             session,
                             since: now,
+                            last_lookup: now,
                             tainted: false,
                         });
                         if self.config.observe_self {
@@ -586,8 +615,8 @@ mod tests {
         assert!(pair.client.is_connected());
         assert_eq!(
             pair.client.poll_timeout(),
-            Some(pair.now + Duration::from_secs(300)),
-            "idle until the five-minute handshake"
+            Some(pair.now + Duration::from_secs(20)),
+            "idle until it looks itself up again"
         );
     }
 
@@ -742,6 +771,26 @@ mod tests {
         let response = pair.server.handle(&again, at(ME_AT)).unwrap();
         pair.client.handle_datagram(pair.now, &response);
         assert_eq!(pair.events(), vec![LegacyEvent::Connected]);
+    }
+
+    #[test]
+    fn an_idle_session_looks_itself_up_to_stay_registered() {
+        let mut pair = Pair::new(LegacyConfig::default());
+        pair.run_until_quiet();
+        assert_eq!(pair.events().len(), 2, "connected, observed");
+        let due = pair.now + Duration::from_secs(20);
+        assert_eq!(pair.client.poll_timeout(), Some(due));
+        pair.advance(Duration::from_secs(19));
+        assert_eq!(pair.step(false), 0);
+        pair.advance(Duration::from_secs(1));
+        assert_eq!(pair.step(false), 1);
+        assert_eq!(pair.events(), vec![LegacyEvent::Observed(at(ME_AT))]);
+        // Lookups of peers count as activity too.
+        pair.advance(Duration::from_secs(10));
+        pair.client.lookup([peer(10)]);
+        pair.step(false);
+        pair.advance(Duration::from_secs(10));
+        assert_eq!(pair.step(false), 0);
     }
 
     #[test]
