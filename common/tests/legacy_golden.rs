@@ -253,3 +253,20 @@ const PINNED_INITIATION: &str = concat!(
     "71a1459e4fb217679d3b1be1e682bccadbc9b76749c9c3b53289208e96c889eea6a4410cb8f741130b5e6fe3b2128c",
     "89371109f2f1ca9f1f200c48fbdceef4"
 );
+
+#[test]
+fn the_protocol_document_describes_these_packets() {
+    use wgpunch_common::legacy::packet::*;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
+    let doc = std::fs::read_to_string(path).expect("docs/PROTOCOL.md exists");
+    let prologue = std::str::from_utf8(legacy::PROLOGUE).unwrap();
+    for line in [
+        format!("| `{TYPE_INITIATION}` | handshake initiation | client → server | type · index u32 · Noise message 1 ({NOISE_INIT_LEN}) | {INITIATION_LEN} |"),
+        format!("| `{TYPE_RESPONSE}` | handshake response | server → client | type · index u32 · Noise message 2 ({NOISE_RESPONSE_LEN}) | {RESPONSE_LEN} |"),
+        format!("| `{TYPE_LOOKUP}` | lookup | client → server | type · index u32 · nonce u64 · ciphertext {LOOKUP_PLAINTEXT_LEN} + tag {TAG_LEN} | {LOOKUP_LEN} |"),
+        format!("| `{TYPE_ANSWER}` | answer | server → client | type · nonce u64 · ciphertext 0 or {ANSWER_ENDPOINT_LEN} + tag {TAG_LEN} | {ANSWER_EMPTY_LEN} or {ANSWER_FOUND_LEN} |"),
+        format!("| prologue | the {} ASCII bytes `{prologue}` |", prologue.len()),
+    ] {
+        assert!(doc.contains(&line), "docs/PROTOCOL.md should contain:\n{line}");
+    }
+}
