@@ -272,23 +272,31 @@ fn ensure_no_private_key(out: &Output, dir: &MeshDir, nodes: &[MeshNode]) -> Res
     Ok(())
 }
 
-/// Every option the env file names (commented out or not) must be one the client reads.
-fn ensure_client_knows(env_text: &str) -> Result<()> {
+/// The env file must name (active or commented out) exactly the variables `wgpunch-client
+/// --help` lists, but for WGPUNCH_CONTINUOUS (the unit picks the mode) and plus the two the
+/// units put on the command line.
+fn ensure_env_matches_client(env_text: &str) -> Result<()> {
     let help = Cmd::new(client_binary()?)?.arg("--help").run_ok()?.stdout;
-    for line in env_text.lines() {
-        let line = line.trim_start_matches('#');
-        let Some((name, _)) = line.split_once('=') else {
-            continue;
-        };
-        if !name.starts_with("WGPUNCH_") || name == "WGPUNCH_SERVER" || name == "WGPUNCH_SERVER_KEY"
-        {
-            continue;
-        }
-        ensure!(
-            help.contains(&format!("env: {name}=")),
-            "the env file names {name}, which wgpunch-client --help does not list"
-        );
-    }
+    let mut client: BTreeSet<&str> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('=').map(|(name, _)| name))
+        .collect();
+    ensure!(
+        client.remove("WGPUNCH_CONTINUOUS"),
+        "wgpunch-client --help lists no WGPUNCH_CONTINUOUS: {help}"
+    );
+    client.extend(["WGPUNCH_SERVER", "WGPUNCH_SERVER_KEY"]);
+    let named: BTreeSet<&str> = env_text
+        .lines()
+        .filter_map(|l| l.trim_start_matches('#').split_once('='))
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("WGPUNCH_"))
+        .collect();
+    ensure!(
+        named == client,
+        "the env file names {named:?}, wgpunch-client reads {client:?}"
+    );
     Ok(())
 }
 
@@ -303,7 +311,7 @@ fn setconf_bed() -> Result<(Netns, WgInterface)> {
 // File tests.
 
 fn check_generated_files() -> Result<()> {
-    let (_ns, wg) = setconf_bed()?;
+    let (ns, wg) = setconf_bed()?;
     let tmp = TempDir::new("mesh")?;
     let dir = MeshDir::new(tmp.join("mesh"));
     let server_key = WgKeys::generate()?;
@@ -339,8 +347,31 @@ fn check_generated_files() -> Result<()> {
             node.name
         );
     }
-    ensure_client_knows(&fs::read_to_string(dir.env(&nodes[0]))?)?;
+    let env_text = fs::read_to_string(dir.env(&nodes[0]))?;
+    ensure_env_matches_client(&env_text)?;
+    ensure_defaults_parse(&env_text, &ns)?;
     eprintln!("mesh: {out}");
+    Ok(())
+}
+
+/// The commented-out options, uncommented, must be values the client accepts: with them it gets
+/// past its command line and fails only on the interface, which does not exist (exit 1, not 2).
+fn ensure_defaults_parse(env_text: &str, ns: &Netns) -> Result<()> {
+    let missing = global_ifname()?;
+    let server: SocketAddr = "192.0.2.1:51818".parse()?;
+    let key = WgKeys::generate()?;
+    let mut cmd = client_cmd(ns, &[], &missing, server, key.public())?;
+    for line in env_text.lines() {
+        if let Some((name, value)) = line.strip_prefix('#').and_then(|l| l.split_once('=')) {
+            if name.starts_with("WGPUNCH_") {
+                cmd = cmd.env(name, value);
+            }
+        }
+    }
+    let out = cmd.run()?;
+    out.ensure_code(1)
+        .context("the env file's commented-out defaults")?;
+    ensure!(out.stderr.contains(&missing), "{out}");
     Ok(())
 }
 
