@@ -5,7 +5,8 @@
 //! registrations and lookups exist), puppet clients whose handshakes (index, timestamp skew) and
 //! request plaintexts come from the input but are sealed with real Noise keys (so the fuzzer
 //! reaches the request handling behind the AEAD; a puppet given a cookie reply sends mac2 from
-//! then on), and raw or bit-flipped bytes.
+//! then on), natpunch-go puppets (the server runs with `--compat natpunch-go`) whose handshakes
+//! and lookups the input chooses, and raw or bit-flipped bytes.
 //!
 //! Input: one header byte (bit 0: tight server limits, see [`world::server_config`]), then up to
 //! [`MAX_OPS`] operations, each a tag byte (modulo the number of operations) and its fields as
@@ -22,7 +23,9 @@ use std::net::SocketAddr;
 use wgpunch_common::client::Client;
 use wgpunch_common::cookie::{self, Cookie};
 use wgpunch_common::handshake::Initiation;
-use wgpunch_common::server::{Server, Stats};
+use wgpunch_common::legacy::packet::{parse_from_server, FromServer};
+use wgpunch_common::legacy::{self, LegacySession, LookupRequest};
+use wgpunch_common::server::Server;
 use wgpunch_common::session::Session;
 use wgpunch_common::wire::endpoint::canonical;
 use wgpunch_common::wire::packet::MAX_PLAINTEXT_LEN;
@@ -74,6 +77,22 @@ pub enum ServerOp {
     },
     /// The server drops what has expired.
     Expire,
+    /// natpunch-go puppet `who` sends an initiation proposing `index`, with a timestamp
+    /// `skew_centis` hundredths of a second off the wall clock, from `port`.
+    LegacyHandshake {
+        who: u8,
+        index: u32,
+        skew_centis: i16,
+        port: u8,
+    },
+    /// natpunch-go puppet `who` looks up [`world::peer`]`(target)` from `port`, claiming to be
+    /// [`world::peer`]`(claim - 1)` (0: itself).
+    LegacyLookup {
+        who: u8,
+        port: u8,
+        target: u8,
+        claim: u8,
+    },
 }
 
 const TAG_ADVANCE: u8 = 0;
@@ -86,7 +105,9 @@ const TAG_RAW: u8 = 6;
 const TAG_PUPPET_HANDSHAKE: u8 = 7;
 const TAG_PUPPET_SEND: u8 = 8;
 const TAG_EXPIRE: u8 = 9;
-const TAGS: u8 = 10;
+const TAG_LEGACY_HANDSHAKE: u8 = 10;
+const TAG_LEGACY_LOOKUP: u8 = 11;
+const TAGS: u8 = 12;
 
 impl ServerOp {
     /// Reads one operation; any bytes decode to some operation.
@@ -120,6 +141,18 @@ impl ServerOp {
                 port: r.u8(),
                 plaintext: r.chunk(MAX_PLAINTEXT_LEN).to_vec(),
             },
+            TAG_LEGACY_HANDSHAKE => Self::LegacyHandshake {
+                who: r.u8(),
+                index: r.u32(),
+                skew_centis: r.i16(),
+                port: r.u8(),
+            },
+            TAG_LEGACY_LOOKUP => Self::LegacyLookup {
+                who: r.u8(),
+                port: r.u8(),
+                target: r.u8(),
+                claim: r.u8(),
+            },
             _ => Self::Expire,
         }
     }
@@ -151,6 +184,28 @@ impl ServerOp {
                 plaintext,
             } => s.u8(TAG_PUPPET_SEND).u8(*who).u8(*port).chunk(plaintext),
             Self::Expire => s.u8(TAG_EXPIRE),
+            Self::LegacyHandshake {
+                who,
+                index,
+                skew_centis,
+                port,
+            } => s
+                .u8(TAG_LEGACY_HANDSHAKE)
+                .u8(*who)
+                .u32(*index)
+                .i16(*skew_centis)
+                .u8(*port),
+            Self::LegacyLookup {
+                who,
+                port,
+                target,
+                claim,
+            } => s
+                .u8(TAG_LEGACY_LOOKUP)
+                .u8(*who)
+                .u8(*port)
+                .u8(*target)
+                .u8(*claim),
         };
     }
 }
@@ -180,6 +235,8 @@ pub struct ServerSim {
     server: Server,
     client: Client,
     puppets: Vec<Puppet>,
+    /// natpunch-go puppets: their sessions and how many handshakes each started.
+    legacy: Vec<(Option<LegacySession>, usize)>,
     /// Datagrams handed to the server, for resending.
     history: Vec<Vec<u8>>,
     sent: usize,
@@ -188,8 +245,15 @@ pub struct ServerSim {
 }
 
 /// Answers the server counts: every one of them must leave as a reply.
-fn answers(stats: &Stats) -> u64 {
-    stats.handshakes + stats.cookie_replies + stats.registrations + stats.lookups
+fn answers(server: &Server) -> u64 {
+    let stats = server.stats();
+    let legacy = server.legacy_stats();
+    stats.handshakes
+        + stats.cookie_replies
+        + stats.registrations
+        + stats.lookups
+        + legacy.handshakes
+        + legacy.lookups
 }
 
 impl ServerSim {
@@ -200,6 +264,7 @@ impl ServerSim {
             server: world::server(tight),
             client: world::client(),
             puppets: (0..world::PUPPETS).map(|_| Puppet::default()).collect(),
+            legacy: (0..world::PUPPETS).map(|_| (None, 0)).collect(),
             history: Vec::new(),
             sent: 0,
             answered: HashSet::new(),
@@ -262,6 +327,18 @@ impl ServerSim {
                 plaintext,
             } => self.puppet_send(*who, *port, plaintext),
             ServerOp::Expire => self.server.expire(self.clock.now),
+            ServerOp::LegacyHandshake {
+                who,
+                index,
+                skew_centis,
+                port,
+            } => self.legacy_handshake(*who, *index, *skew_centis, *port),
+            ServerOp::LegacyLookup {
+                who,
+                port,
+                target,
+                claim,
+            } => self.legacy_lookup(*who, *port, *target, *claim),
         }
         while self.client.poll_event().is_some() {}
     }
@@ -284,6 +361,7 @@ impl ServerSim {
         }
         self.sent += 1;
         let replayed = self.answered.contains(datagram);
+        let before_answers = answers(&self.server);
         let before = self.server.stats().clone();
         let reply = self
             .server
@@ -313,7 +391,7 @@ impl ServerSim {
             self.answered.insert(datagram.to_vec());
         }
         assert_eq!(
-            answers(after) - answers(&before),
+            answers(&self.server) - before_answers,
             u64::from(reply.is_some()),
             "the server counted an answer it did not send, or sent one it did not count"
         );
@@ -375,6 +453,67 @@ impl ServerSim {
                 self.puppets[slot].cookie = cookie;
             }
             other => panic!("the server answered an initiation with {other:?}"),
+        }
+    }
+
+    fn legacy_handshake(&mut self, who: u8, index: u32, skew_centis: i16, port: u8) {
+        let slot = usize::from(who) % world::PUPPETS;
+        let key = world::puppet_key(who);
+        let seed = world::seed(0x70 + who % world::PUPPETS as u8, self.legacy[slot].1);
+        self.legacy[slot].1 += 1;
+        let timestamp = self.clock.skewed_nanos(skew_centis);
+        let Ok((initiation, datagram)) =
+            legacy::Initiation::start(&key, &world::server_public(), index, timestamp, seed)
+        else {
+            return;
+        };
+        let Some(reply) = self.deliver(world::source(port), &datagram) else {
+            return;
+        };
+        match parse_from_server(&reply) {
+            Ok(FromServer::HandshakeResponse(response)) => match initiation.complete(&response) {
+                Ok(session) => self.legacy[slot].0 = Some(session),
+                Err(e) => panic!("the server's natpunch-go response did not complete: {e}"),
+            },
+            other => panic!("the server answered a natpunch-go initiation with {other:?}"),
+        }
+    }
+
+    fn legacy_lookup(&mut self, who: u8, port: u8, target: u8, claim: u8) {
+        let slot = usize::from(who) % world::PUPPETS;
+        let own = world::puppet_key(who).public_key();
+        let claimed = match claim {
+            0 => own,
+            n => world::peer(u16::from(n - 1)),
+        };
+        let request = LookupRequest {
+            client: claimed,
+            target: world::peer(u16::from(target)),
+        };
+        let Some(Ok(datagram)) = self.legacy[slot]
+            .0
+            .as_mut()
+            .map(|s| s.seal_lookup(&request))
+        else {
+            return;
+        };
+        let Some(reply) = self.deliver(world::source(port), &datagram) else {
+            return;
+        };
+        assert_eq!(
+            claimed, own,
+            "the server answered a lookup naming another key"
+        );
+        let Some(session) = self.legacy[slot].0.as_mut() else {
+            return;
+        };
+        match parse_from_server(&reply) {
+            Ok(FromServer::Answer(answer)) => {
+                if let Err(e) = session.open_answer(&answer) {
+                    panic!("a natpunch-go answer did not open: {e}");
+                }
+            }
+            other => panic!("the server answered a natpunch-go lookup with {other:?}"),
         }
     }
 
@@ -490,6 +629,18 @@ mod tests {
                 plaintext: vec![3; 40],
             },
             ServerOp::Expire,
+            ServerOp::LegacyHandshake {
+                who: 2,
+                index: 9,
+                skew_centis: 50,
+                port: 1,
+            },
+            ServerOp::LegacyLookup {
+                who: 2,
+                port: 1,
+                target: 3,
+                claim: 0,
+            },
         ];
         let bytes = script(true, &ops);
         let mut r = Input::new(&bytes);
@@ -498,6 +649,51 @@ mod tests {
             assert_eq!(&ServerOp::decode(&mut r), op);
         }
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn natpunch_go_puppets_find_each_other() {
+        use ServerOp::*;
+        let ops = [
+            LegacyHandshake {
+                who: 0,
+                index: 1,
+                skew_centis: 0,
+                port: 1,
+            },
+            LegacyHandshake {
+                who: 1,
+                index: 2,
+                skew_centis: 0,
+                port: 2,
+            },
+            LegacyLookup {
+                who: 0,
+                port: 1,
+                target: 1,
+                claim: 0,
+            },
+            LegacyLookup {
+                who: 1,
+                port: 2,
+                target: 0,
+                claim: 0,
+            },
+            LegacyLookup {
+                who: 1,
+                port: 2,
+                target: 0,
+                claim: 3,
+            },
+        ];
+        for tight in [false, true] {
+            let sim = run(&script(tight, &ops));
+            let stats = sim.server.legacy_stats();
+            assert_eq!(stats.handshakes, 2, "{stats:?}");
+            assert_eq!(stats.lookups, 2, "{stats:?}");
+            assert_eq!(stats.found, 1, "{stats:?}");
+            assert_eq!(stats.wrong_client_key, 1, "{stats:?}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wgpunch_common::client::{Client, ClientConfig};
 use wgpunch_common::keys::{PrivateKey, PublicKey, KEY_LEN};
 use wgpunch_common::noise::Seed;
+use wgpunch_common::server::legacy::{LegacyConfig, LegacyConsent};
 use wgpunch_common::server::{Server, ServerConfig};
 
 /// The server's static key.
@@ -75,12 +76,19 @@ pub fn wall_start() -> SystemTime {
 
 /// The limits the targets run the server with: the defaults, or small ones (first input byte odd)
 /// so that full tables, expiry, over-limit registrations, a closed server (puppet 2 is not on the
-/// allowed list), load (cookie replies) and rate limits are reachable in a few steps.
+/// allowed list), load (cookie replies) and rate limits are reachable in a few steps. Both serve
+/// natpunch-go clients too: the tight one with the allowed-keys consent, the other trusting all.
 // The struct update is there for fields added later: they keep their defaults.
 #[allow(clippy::needless_update)]
 pub fn server_config(tight: bool) -> ServerConfig {
     if !tight {
-        return ServerConfig::default();
+        return ServerConfig {
+            natpunch_go: Some(LegacyConfig {
+                consent: LegacyConsent::TrustAll,
+                ..LegacyConfig::default()
+            }),
+            ..ServerConfig::default()
+        };
     }
     ServerConfig {
         registration_ttl: Duration::from_secs(10),
@@ -96,6 +104,7 @@ pub fn server_config(tight: bool) -> ServerConfig {
         max_sources: 4,
         key_rate: 1,
         key_burst: 3,
+        natpunch_go: Some(LegacyConfig::default()),
         ..ServerConfig::default()
     }
 }
