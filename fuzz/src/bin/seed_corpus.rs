@@ -459,6 +459,55 @@ fn server_seeds() -> Seeds {
             ],
         ),
     );
+    // natpunch-go puppets: handshakes, lookups that find each other, a lookup naming another
+    // key, a replayed lookup, and raw legacy-typed bytes.
+    let legacy_handshake = |who, index, port| LegacyHandshake {
+        who,
+        index,
+        skew_centis: 0,
+        port,
+    };
+    let legacy_lookup = |who, port, target, claim| LegacyLookup {
+        who,
+        port,
+        target,
+        claim,
+    };
+    for tight in [false, true] {
+        seeds.add(
+            if tight { "legacy-tight" } else { "legacy" },
+            server_sim::script(
+                tight,
+                &[
+                    legacy_handshake(0, 1, 1),
+                    legacy_handshake(1, 1, 2),
+                    legacy_lookup(0, 1, 1, 0),
+                    legacy_lookup(1, 2, 0, 0),
+                    legacy_lookup(0, 3, 1, 0),
+                    legacy_lookup(1, 2, 3, 0),
+                    legacy_lookup(1, 2, 0, 3),
+                    Resend {
+                        index: 3,
+                        flip: 0,
+                        port: 5,
+                    },
+                    ClientLookup { mask: 1 },
+                    step(0),
+                    Raw {
+                        port: 1,
+                        bytes: vec![3; 93],
+                    },
+                    Raw {
+                        port: 1,
+                        bytes: vec![1; 109],
+                    },
+                    Advance { centis: 100 },
+                    legacy_handshake(0, 7, 1),
+                    legacy_lookup(0, 1, 1, 0),
+                ],
+            ),
+        );
+    }
     seeds
 }
 
@@ -637,6 +686,18 @@ mod tests {
             let client = parse_from_client(bytes).is_ok();
             let server = parse_from_server(bytes).is_ok();
             assert!(client || server, "{name}");
+        }
+    }
+
+    #[test]
+    fn legacy_server_seeds_reach_answers() {
+        let seeds = server_seeds();
+        for name in ["legacy", "legacy-tight"] {
+            let sim = server_sim::run(&seed(&seeds, name));
+            let stats = sim.server().legacy_stats();
+            assert!(stats.handshakes >= 3, "{name}: {stats:?}");
+            assert!(stats.found >= 2, "{name}: {stats:?}");
+            assert!(stats.wrong_client_key >= 1, "{name}: {stats:?}");
         }
     }
 
