@@ -8,5 +8,6 @@
 
 pub mod client_sim;
 pub mod input;
+pub mod peers_sim;
 pub mod server_sim;
 pub mod world;

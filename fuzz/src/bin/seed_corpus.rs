@@ -24,6 +24,7 @@ use wgpunch_common::wire::{
     Lookup, LookupReply, Packet, Register, RegisterAck, Reply, Request, Sighting,
 };
 use wgpunch_fuzz::client_sim::{self, ClientOp};
+use wgpunch_fuzz::peers_sim::{self, PeerOp};
 use wgpunch_fuzz::server_sim::{self, ServerOp};
 use wgpunch_fuzz::world;
 
@@ -415,8 +416,8 @@ fn server_seeds() -> Seeds {
             ],
         ),
     );
-    // More initiations a second than the tight threshold: cookie replies, then retries with mac2
-    // from the same source, and rate limits.
+    // More initiations a second than the tight threshold: cookie replies (paid from the source's
+    // bucket), then retries with mac2 from the same source, and rate limits.
     seeds.add(
         "load",
         server_sim::script(
@@ -428,8 +429,10 @@ fn server_seeds() -> Seeds {
                 handshake(0, 4, 0),
                 handshake(1, 5, 4),
                 handshake(1, 6, 4),
-                Advance { centis: 50 },
+                // Long enough for the source's bucket to pay for a cookie and a handshake.
+                Advance { centis: 300 },
                 handshake(0, 7, 0),
+                handshake(0, 8, 0),
                 step(0),
             ],
         ),
@@ -508,6 +511,54 @@ fn server_seeds() -> Seeds {
             ),
         );
     }
+    seeds
+}
+
+fn peers_seeds() -> Seeds {
+    let mut seeds = Seeds::new("peers");
+    let answer = |peer, has_yours| PeerOp::Resolved {
+        peer,
+        ip: [198, 51, 100, 20],
+        port: 51820,
+        has_yours,
+    };
+    let handshake = |peer| PeerOp::Handshake {
+        peer,
+        ago: 0,
+        bytes: 148,
+    };
+    let barrier = [
+        PeerOp::Observe,
+        answer(0, false),
+        PeerOp::Wait { millis: 500 },
+        answer(0, true),
+        handshake(0),
+        PeerOp::Observe,
+    ];
+    seeds.add("barrier-one-shot", peers_sim::script(false, &barrier));
+    let mut dead_path = barrier.to_vec();
+    dead_path.extend([
+        PeerOp::Wait { millis: 65_000 },
+        PeerOp::Observe,
+        PeerOp::Wait { millis: 36_000 },
+        PeerOp::Observe,
+        answer(0, true),
+        PeerOp::StepWall { secs: -30 },
+        handshake(0),
+        PeerOp::Observe,
+    ]);
+    seeds.add("dead-path-continuous", peers_sim::script(true, &dead_path));
+    let churn = [
+        PeerOp::Toggle { peer: 1 },
+        PeerOp::Observe,
+        answer(1, true),
+        PeerOp::Toggle { peer: 1 },
+        answer(1, true),
+        PeerOp::Observe,
+        PeerOp::Wait { millis: 16_000 },
+        PeerOp::Observe,
+    ];
+    seeds.add("peer-churn", peers_sim::script(true, &churn));
     seeds
 }
 
@@ -635,6 +686,7 @@ fn main() -> ExitCode {
     all.push(legacy_seeds());
     all.push(server_seeds());
     all.push(client_seeds());
+    all.push(peers_seeds());
     for seeds in &all {
         match seeds.write(&dir) {
             Ok(n) => println!("seed_corpus: {n} seeds for {}", seeds.target),
@@ -734,6 +786,15 @@ mod tests {
         assert!(stats.handshakes >= 3, "{stats:?}");
         let corrupt = server_sim::run(&seed(&seeds, "corrupt"));
         assert!(corrupt.server().stats().bad_transport >= 1);
+    }
+
+    #[test]
+    fn peers_seeds_set_endpoints_behind_the_barrier() {
+        let seeds = peers_seeds();
+        let outcome = peers_sim::run(&seed(&seeds, "barrier-one-shot"));
+        assert_eq!(outcome.connected, 1, "{outcome:?}");
+        let outcome = peers_sim::run(&seed(&seeds, "dead-path-continuous"));
+        assert_eq!(outcome.endpoints_set.len(), 2, "{outcome:?}");
     }
 
     #[test]
