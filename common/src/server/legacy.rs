@@ -879,6 +879,31 @@ mod tests {
     }
 
     #[test]
+    fn under_load_legacy_initiations_are_held_to_the_per_source_rate() {
+        let mut w = World::with(ServerConfig {
+            natpunch_go: Some(LegacyConfig {
+                consent: LegacyConsent::TrustAll,
+                ..LegacyConfig::default()
+            }),
+            load_threshold: 1,
+            source_rate: 1,
+            source_burst: 1,
+            ..ServerConfig::default()
+        });
+        // Below the threshold nothing is limited; then one source gets one handshake a second.
+        assert!(Legacy::new(1).connect(&mut w, "198.51.100.1:1"));
+        assert!(Legacy::new(2).connect(&mut w, "198.51.100.1:2"));
+        assert!(!Legacy::new(3).connect(&mut w, "198.51.100.1:3"));
+        assert_eq!(w.server.legacy_stats().rate_limited, 1);
+        assert!(
+            Legacy::new(4).connect(&mut w, "198.51.100.9:1"),
+            "another source"
+        );
+        w.advance(Duration::from_secs(1));
+        assert!(Legacy::new(3).connect(&mut w, "198.51.100.1:3"));
+    }
+
+    #[test]
     fn the_client_proposed_index_is_kept_unless_taken() {
         let mut w = World::new(LegacyConsent::TrustAll, None);
         let (mut a, mut b) = (Legacy::new(1), Legacy::new(2));
