@@ -31,7 +31,7 @@ pub const DEFAULT_PORT: u16 = 51818;
 )]
 pub struct Cli {
     /// UDP port to listen on, on every IPv6 and IPv4 address.
-    #[arg(value_name = "PORT", default_value_t = DEFAULT_PORT, conflicts_with = "listen", env = "WGPUNCH_PORT")]
+    #[arg(value_name = "PORT", default_value_t = DEFAULT_PORT, conflicts_with = "listen", env = "WGPUNCH_PORT", value_parser = PortParser)]
     pub port: u16,
 
     /// Listen on this address and port instead (repeat, or separate with commas, for several),
@@ -96,6 +96,30 @@ pub struct Cli {
 pub enum Compat {
     /// natpunch-go's clients (its wire protocol, on the same port).
     NatpunchGo,
+}
+
+/// Reads PORT without ever repeating a bad value: a private key given in its place (natpunch-go's
+/// `PORT PRIVATE_KEY` with the port left out) must not be echoed to the terminal or a log.
+#[derive(Debug, Clone, Copy)]
+struct PortParser;
+
+impl clap::builder::TypedValueParser for PortParser {
+    type Value = u16;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<u16, clap::Error> {
+        value.to_str().and_then(|v| v.parse().ok()).ok_or_else(|| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                "PORT must be a number from 0 to 65535 (the value given is not shown: it may \
+                     be a private key, which is never taken on the command line; use --key-file)\n",
+            )
+        })
+    }
 }
 
 /// Stands for a private key given on the command line; holds nothing of it.
@@ -199,6 +223,15 @@ mod tests {
             !format!("{cli:?}").contains(&KEY[..8]),
             "the key is not kept"
         );
+    }
+
+    #[test]
+    fn a_key_in_the_place_of_the_port_is_not_echoed() {
+        let err = Cli::try_parse_from(["wgpunch-server", KEY]).unwrap_err();
+        let text = err.render().to_string();
+        assert!(text.contains("PORT must be a number"), "{text}");
+        assert!(!text.contains(&KEY[..8]), "{text}");
+        assert!(Cli::try_parse_from(["wgpunch-server", "70000"]).is_err());
     }
 
     #[test]
