@@ -10,6 +10,7 @@ use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
+use wgpunch_common::server::legacy::LegacyStats;
 use wgpunch_common::server::{Server, Stats};
 
 /// How often expired state is dropped.
@@ -184,18 +185,20 @@ async fn housekeeping(server: Arc<Mutex<Server>>) -> io::Result<()> {
     let mut expire = tokio::time::interval(EXPIRE_EVERY);
     let mut last_log = Instant::now();
     let mut logged = Stats::default();
+    let mut logged_legacy = LegacyStats::default();
     loop {
         expire.tick().await;
-        let (stats, registrations, sessions) = {
+        let (stats, legacy, registrations, sessions) = {
             let mut server = lock(&server);
             server.expire(Instant::now());
             (
                 server.stats().clone(),
+                server.legacy_stats().clone(),
                 server.registry().len(),
                 server.session_count(),
             )
         };
-        if last_log.elapsed() >= STATS_EVERY && stats != logged {
+        if last_log.elapsed() >= STATS_EVERY && (stats != logged || legacy != logged_legacy) {
             let dropped = stats.malformed
                 + stats.bad_mac1
                 + stats.bad_handshake
@@ -221,7 +224,31 @@ async fn housekeeping(server: Arc<Mutex<Server>>) -> io::Result<()> {
             if stats.cookie_replies > logged.cookie_replies {
                 warn!("under load: initiations must prove their source address with a cookie");
             }
+            if legacy != logged_legacy {
+                let dropped = legacy.malformed
+                    + legacy.bad_handshake
+                    + legacy.stale_timestamp
+                    + legacy.replayed_initiation
+                    + legacy.unknown_session
+                    + legacy.bad_transport
+                    + legacy.wrong_client_key;
+                info!(
+                    handshakes = legacy.handshakes,
+                    lookups = legacy.lookups,
+                    found = legacy.found,
+                    dropped,
+                    not_allowed = legacy.not_allowed,
+                    rate_limited = legacy.rate_limited,
+                    "natpunch-go status"
+                );
+                if legacy.sessions_full + legacy.registrations_full
+                    > logged_legacy.sessions_full + logged_legacy.registrations_full
+                {
+                    warn!("natpunch-go session, key or registration table full");
+                }
+            }
             logged = stats;
+            logged_legacy = legacy;
             last_log = Instant::now();
         }
     }
