@@ -117,9 +117,18 @@ pub enum FromServer<'a> {
 
 /// True when `byte` is the type byte of some natpunch-go datagram (1, 2 or 3): the server's
 /// dispatch looks at this before parsing.
-pub fn is_legacy_type(byte: u8) -> bool {
+pub const fn is_legacy_type(byte: u8) -> bool {
     matches!(byte, TYPE_INITIATION | TYPE_RESPONSE | TYPE_LOOKUP)
 }
+
+// wgpunch's own type bytes never collide with natpunch-go's, so one port serves both.
+const _: () = {
+    use crate::wire::packet as native;
+    assert!(!is_legacy_type(native::TYPE_HANDSHAKE_INIT));
+    assert!(!is_legacy_type(native::TYPE_HANDSHAKE_RESPONSE));
+    assert!(!is_legacy_type(native::TYPE_COOKIE_REPLY));
+    assert!(!is_legacy_type(native::TYPE_TRANSPORT));
+};
 
 /// Reads a datagram a client sent to a server.
 pub fn parse_from_client(datagram: &[u8]) -> Result<FromClient, WireError> {
