@@ -480,27 +480,38 @@ fn a_handshake_flood_from_one_source_does_not_lock_out_other_clients() {
     assert!(stats.handshakes < 2 + 20 + 20 * 30, "{stats:?}");
 }
 
-#[test]
-fn a_spoofed_initiation_flood_costs_no_diffie_hellman_under_load() {
+/// A network whose server counts as under load above `threshold` initiations a second.
+fn loaded_net(threshold: u32) -> Net {
     let mut net = Net::new(key(100), Faults::default());
     net.server = Server::new(
         key(100),
         ServerConfig {
-            load_threshold: 10,
+            load_threshold: threshold,
             ..ServerConfig::default()
         },
         [9; 32],
     );
-    // Valid initiations (the attacker knows the server's public key), each from a new source
-    // that never answers: without the cookies of those sources, none can carry a valid mac2.
-    let mut spoofer = Client::new(
+    net
+}
+
+/// A client with no peers that only makes handshake initiations for an attacker.
+fn throwaway_client(net: &Net) -> Client {
+    Client::new(
         key(50),
         net.server.public_key(),
         vec![],
         vec![],
         ClientConfig::default(),
         [50; 32],
-    );
+    )
+}
+
+#[test]
+fn a_spoofed_initiation_flood_costs_no_diffie_hellman_under_load() {
+    let mut net = loaded_net(10);
+    // Valid initiations (the attacker knows the server's public key), each from a new source
+    // that never answers: without the cookies of those sources, none can carry a valid mac2.
+    let mut spoofer = throwaway_client(&net);
     let mut start = net.now;
     for n in 0..1000u32 {
         start += Duration::from_secs(3600);
@@ -528,23 +539,8 @@ fn a_spoofed_initiation_flood_costs_no_diffie_hellman_under_load() {
 
 #[test]
 fn a_one_source_flood_under_load_gets_a_burst_of_cookies_then_silence() {
-    let mut net = Net::new(key(100), Faults::default());
-    net.server = Server::new(
-        key(100),
-        ServerConfig {
-            load_threshold: 10,
-            ..ServerConfig::default()
-        },
-        [9; 32],
-    );
-    let mut flooder = Client::new(
-        key(50),
-        net.server.public_key(),
-        vec![],
-        vec![],
-        ClientConfig::default(),
-        [50; 32],
-    );
+    let mut net = loaded_net(10);
+    let mut flooder = throwaway_client(&net);
     // 5000 valid initiations within one second from one address, never using a cookie: each
     // reply would cost the server an encryption and a send, so only the source's budget is paid.
     let source: std::net::SocketAddr = "198.51.100.66:6666".parse().unwrap();

@@ -50,8 +50,8 @@ pub struct ServerConfig {
     /// When set, only these keys may register (or hold a session at all); others get silence
     /// and leave no state behind.
     pub allowed_keys: Option<HashSet<PublicKey>>,
-    /// Initiations a second above which the server is under load: it then answers initiations
-    /// without a valid mac2 with a cookie reply, and limits handshakes per source.
+    /// Initiations a second above which the server is under load: it then limits initiations per
+    /// source (cookie replies included) and answers those without a valid mac2 with a cookie.
     pub load_threshold: u32,
     /// Under load: handshakes a second allowed per source (IPv4 address or IPv6 /64).
     pub source_rate: u32,
