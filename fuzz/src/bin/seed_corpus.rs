@@ -24,6 +24,7 @@ use wgpunch_common::wire::{
     Lookup, LookupReply, Packet, Register, RegisterAck, Reply, Request, Sighting,
 };
 use wgpunch_fuzz::client_sim::{self, ClientOp};
+use wgpunch_fuzz::input::Script;
 use wgpunch_fuzz::peers_sim::{self, PeerOp};
 use wgpunch_fuzz::server_sim::{self, ServerOp};
 use wgpunch_fuzz::world;
@@ -674,6 +675,51 @@ fn client_seeds() -> Seeds {
     seeds
 }
 
+/// Scripts for `fuzz_targets/legacy_client.rs` (its header has the format): tag 0 advance
+/// (centis u16), 2 transmit, 3 accept (index u32, flip u16), 4 answer (which u8, found u8, ip
+/// u32, port u16), 5 replay (which u8, flip u16), 6 raw (chunk), 7 lookup (mask u8).
+fn legacy_client_seeds() -> Seeds {
+    let mut seeds = Seeds::new("legacy_client");
+    let accept = |s: &mut Script| {
+        s.u8(2).u8(3).u32(7).u16(0).u8(2);
+    };
+    let answer = |s: &mut Script, found: u8| {
+        s.u8(4).u8(0).u8(found).u32(0xc633_6414).u16(51820).u8(2);
+    };
+    let mut found = Script::new();
+    found.u8(7).u8(0b11);
+    accept(&mut found);
+    answer(&mut found, 1);
+    answer(&mut found, 1);
+    answer(&mut found, 0);
+    seeds.add("found", found.into_bytes());
+
+    let mut retried = Script::new();
+    retried.u8(7).u8(0b1);
+    accept(&mut retried);
+    // The self-lookup goes unanswered for a second and is sent again; both sends are answered.
+    retried.u8(0).u16(100).u8(2);
+    answer(&mut retried, 1);
+    answer(&mut retried, 1);
+    // The next lookup needs a new session; the old one's answers are replayed at it.
+    accept(&mut retried);
+    retried.u8(5).u8(1).u16(0).u8(5).u8(2).u16(9);
+    answer(&mut retried, 0);
+    seeds.add("retried", retried.into_bytes());
+
+    let mut silent = Script::new();
+    silent.u8(7).u8(0b100);
+    accept(&mut silent);
+    for _ in 0..6 {
+        silent.u8(0).u16(900).u8(2);
+    }
+    silent.u8(6).chunk(&[3; 25]).u8(1).i16(-30);
+    accept(&mut silent);
+    answer(&mut silent, 1);
+    seeds.add("server-silent", silent.into_bytes());
+    seeds
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let (Some(dir), None) = (args.next(), args.next()) else {
@@ -687,6 +733,7 @@ fn main() -> ExitCode {
     all.push(server_seeds());
     all.push(client_seeds());
     all.push(peers_seeds());
+    all.push(legacy_client_seeds());
     for seeds in &all {
         match seeds.write(&dir) {
             Ok(n) => println!("seed_corpus: {n} seeds for {}", seeds.target),
