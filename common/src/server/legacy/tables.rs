@@ -1,0 +1,193 @@
+//! The natpunch-go tables: sessions by index, replay state by key, and where each legacy client
+//! was last seen. All bounded; they expire, and refuse newcomers rather than push out existing
+//! entries when full.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tracing::debug;
+
+use crate::keys::PublicKey;
+use crate::legacy::LegacySession;
+
+use super::super::limits::Bucket;
+use super::super::Server;
+use super::{LegacyConfig, LegacyStats};
+
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub(super) session: LegacySession,
+    pub(super) client: PublicKey,
+    pub(super) created: Instant,
+    pub(super) confirmed: bool,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct KeyState {
+    pub(super) last_timestamp: u64,
+    pub(super) last_handshake: Option<Instant>,
+    pub(super) current: Option<u32>,
+    pub(super) pending: Option<u32>,
+    pub(super) handshakes: Option<Bucket>,
+}
+
+/// A legacy client's registration.
+#[derive(Debug, Clone)]
+pub(super) struct Seen {
+    /// Where its last authenticated lookup came from.
+    pub(super) endpoint: SocketAddr,
+    /// When.
+    pub(super) at: Instant,
+    /// The endpoints it was given, by target (at most `max_peers_per_client`): natpunch-go sets
+    /// a found endpoint with a persistent keepalive, so it is sending towards it from then on.
+    pub(super) told: BTreeMap<PublicKey, SocketAddr>,
+}
+
+/// The server's natpunch-go state: sessions by index, replay state by key, and where each
+/// legacy client was last seen. Empty while compatibility is off.
+#[derive(Debug, Default)]
+pub(in crate::server) struct LegacyState {
+    pub(super) sessions: HashMap<u32, Entry>,
+    pub(super) keys: HashMap<PublicKey, KeyState>,
+    pub(super) registrations: HashMap<PublicKey, Seen>,
+    pub(super) stats: LegacyStats,
+}
+
+impl Server {
+    pub(super) fn legacy_registration(&self, key: &PublicKey, now: Instant) -> Option<&Seen> {
+        let ttl = self.registry.ttl();
+        self.legacy
+            .registrations
+            .get(key)
+            .filter(|s| now.saturating_duration_since(s.at) < ttl)
+    }
+
+    pub(super) fn legacy_is_full(&self, new_key: bool, replaces_own: bool) -> bool {
+        let sessions_full = self.legacy.sessions.len() >= self.config.max_sessions && !replaces_own;
+        let keys_full = new_key && self.legacy.keys.len() >= self.config.max_keys;
+        sessions_full || keys_full
+    }
+
+    /// Makes session `index` the key's current one, dropping the one it replaces.
+    pub(super) fn legacy_confirm(&mut self, client: PublicKey, index: u32) {
+        let state = self.legacy.keys.entry(client).or_default();
+        if state.pending == Some(index) {
+            state.pending = None;
+        }
+        if let Some(old) = state.current.replace(index) {
+            if old != index {
+                self.legacy.sessions.remove(&old);
+            }
+        }
+    }
+
+    /// Records where an authenticated lookup came from: the legacy client's registration.
+    pub(super) fn legacy_record(
+        &mut self,
+        client: PublicKey,
+        from: SocketAddr,
+        now: Instant,
+        config: LegacyConfig,
+    ) {
+        if let Some(seen) = self.legacy.registrations.get_mut(&client) {
+            seen.endpoint = from;
+            seen.at = now;
+            return;
+        }
+        if self.legacy.registrations.len() >= self.config.max_registrations {
+            self.expire_legacy(now, config);
+            if self.legacy.registrations.len() >= self.config.max_registrations {
+                self.legacy.stats.registrations_full += 1;
+                return;
+            }
+        }
+        let seen = Seen {
+            endpoint: from,
+            at: now,
+            told: BTreeMap::new(),
+        };
+        self.legacy.registrations.insert(client, seen);
+        debug!(peer = %client, endpoint = %from, "natpunch-go client registered");
+    }
+
+    /// Drops expired legacy sessions, replay state and registrations.
+    pub(in crate::server) fn expire_legacy(&mut self, now: Instant, config: LegacyConfig) {
+        let lifetime = config.session_lifetime;
+        let legacy = &mut self.legacy;
+        legacy
+            .sessions
+            .retain(|_, s| now.saturating_duration_since(s.created) < lifetime);
+        let sessions = &legacy.sessions;
+        // A key's last timestamp must outlive any initiation that could still pass the clock check.
+        let keep_timestamps = self.config.clock_tolerance * 2 + lifetime;
+        legacy.keys.retain(|_, k| {
+            k.current = k.current.filter(|i| sessions.contains_key(i));
+            k.pending = k.pending.filter(|i| sessions.contains_key(i));
+            k.current.is_some()
+                || k.pending.is_some()
+                || k.last_handshake
+                    .is_some_and(|t| now.saturating_duration_since(t) < keep_timestamps)
+        });
+        let ttl = self.registry.ttl();
+        legacy
+            .registrations
+            .retain(|_, s| now.saturating_duration_since(s.at) < ttl);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::test_support::*;
+    use super::super::{LegacyConfig, LegacyConsent};
+    use crate::server::ServerConfig;
+
+    #[test]
+    fn registrations_and_sessions_expire() {
+        let mut w = World::new(LegacyConsent::TrustAll, None);
+        let mut a = Legacy::new(1);
+        assert!(a.connect(&mut w, "198.51.100.1:1000"));
+        assert!(a.lookup(&mut w, "198.51.100.1:1", 2).is_some());
+        let ttl = w.server.registry().ttl();
+        w.advance(ttl);
+        assert_eq!(w.server.legacy_endpoint(&key(1).public_key(), w.now), None);
+        assert!(
+            a.lookup(&mut w, "198.51.100.1:1", 2).is_some(),
+            "the session lives on"
+        );
+        w.advance(LegacyConfig::default().session_lifetime);
+        assert_eq!(a.lookup(&mut w, "198.51.100.1:1", 2), None);
+        w.server.expire(w.now);
+        assert_eq!(w.server.legacy_session_count(), 0);
+        assert!(
+            a.connect(&mut w, "198.51.100.1:1000"),
+            "a new handshake works"
+        );
+    }
+
+    #[test]
+    fn full_tables_refuse_newcomers_and_keep_their_clients() {
+        let mut w = World::with(ServerConfig {
+            natpunch_go: Some(LegacyConfig {
+                consent: LegacyConsent::TrustAll,
+                ..LegacyConfig::default()
+            }),
+            max_sessions: 1,
+            max_registrations: 1,
+            ..ServerConfig::default()
+        });
+        let (mut a, mut b) = (Legacy::new(1), Legacy::new(2));
+        assert!(a.connect(&mut w, "198.51.100.1:1000"));
+        assert!(a.lookup(&mut w, "198.51.100.1:1", 2).is_some());
+        assert!(!b.connect(&mut w, "198.51.100.2:1000"));
+        assert_eq!(w.server.legacy_stats().sessions_full, 1);
+        w.advance(Duration::from_secs(2));
+        assert!(
+            a.connect(&mut w, "198.51.100.1:1000"),
+            "a re-handshake fits"
+        );
+        assert!(a.lookup(&mut w, "198.51.100.1:1", 2).is_some());
+    }
+}
