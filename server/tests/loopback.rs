@@ -1,146 +1,18 @@
 //! The real `wgpunch-server` binary on loopback, driven by test clients built from the shared
 //! client state machine over ordinary UDP sockets.
 
+mod support;
+
 use std::fs;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use wgpunch_common::client::{Client, ClientConfig, Event};
-use wgpunch_common::keys::{PrivateKey, PublicKey};
+use wgpunch_common::keys::PrivateKey;
 
-const BIN: &str = env!("CARGO_BIN_EXE_wgpunch-server");
-
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-    public: PublicKey,
-    dir: PathBuf,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("wgpunch-server-test-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn print_public_key(key_file: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--print-public-key")
-        .arg("--key-file")
-        .arg(key_file)
-        .output()
-        .unwrap()
-}
-
-fn start(name: &str) -> ServerProcess {
-    let dir = temp_dir(name);
-    let key_file = dir.join("server.key");
-    let output = print_public_key(&key_file);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let public: PublicKey = String::from_utf8(output.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(BIN)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--key-file")
-        .arg(&key_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    ServerProcess {
-        child,
-        addr,
-        public,
-        dir,
-    }
-}
-
-struct TestClient {
-    client: Client,
-    socket: UdpSocket,
-    events: Vec<Event>,
-}
-
-impl TestClient {
-    fn new(n: u8, server: &ServerProcess, peers: &[u8]) -> Self {
-        let peers = peers
-            .iter()
-            .map(|&p| PrivateKey::from_bytes([p; 32]).public_key())
-            .collect();
-        let client = Client::new(
-            PrivateKey::from_bytes([n; 32]),
-            server.public,
-            peers,
-            vec![],
-            ClientConfig::default(),
-            [n; 32],
-        );
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.connect(server.addr).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        Self {
-            client,
-            socket,
-            events: Vec::new(),
-        }
-    }
-
-    /// Sends what is due and handles what arrives, for one short step.
-    fn step(&mut self) {
-        while let Some(datagram) = self.client.poll_transmit(Instant::now(), SystemTime::now()) {
-            self.socket.send(&datagram).unwrap();
-        }
-        let mut buf = [0u8; 2048];
-        while let Ok(len) = self.socket.recv(&mut buf) {
-            self.client.handle_datagram(Instant::now(), &buf[..len]);
-        }
-        while let Some(event) = self.client.poll_event() {
-            self.events.push(event);
-        }
-    }
-
-    fn resolved(&self, peer: u8) -> Option<SocketAddr> {
-        let key = PrivateKey::from_bytes([peer; 32]).public_key();
-        self.events.iter().find_map(|e| match e {
-            Event::Resolved { peer, endpoint, .. } if *peer == key => Some(*endpoint),
-            _ => None,
-        })
-    }
-}
+use support::client::TestClient;
+use support::{print_public_key, temp_dir, ServerProcess, BIN};
 
 /// Steps both clients, asking for each other every 200 ms, until both resolved or 10 s passed.
 fn resolve_each_other(a: &mut TestClient, b: &mut TestClient) {
@@ -167,7 +39,7 @@ fn resolve_each_other(a: &mut TestClient, b: &mut TestClient) {
 
 #[test]
 fn two_clients_resolve_each_other_through_the_real_server() {
-    let server = start("resolve");
+    let server = ServerProcess::start("resolve", &[]);
     let mut a = TestClient::new(1, &server, &[2]);
     let mut b = TestClient::new(2, &server, &[1]);
     resolve_each_other(&mut a, &mut b);
@@ -177,7 +49,7 @@ fn two_clients_resolve_each_other_through_the_real_server() {
 
 #[test]
 fn garbage_does_not_stop_the_server() {
-    let server = start("garbage");
+    let server = ServerProcess::start("garbage", &[]);
     let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
     attacker.send_to(&[], server.addr).unwrap();
     for byte in 0..=255u8 {
