@@ -30,6 +30,7 @@ mod bins;
 mod cmd;
 mod ids;
 mod mesh;
+mod mesh_check;
 mod nat;
 mod netns;
 mod prereq;
@@ -44,6 +45,7 @@ pub use bins::{bin_dir, binary, client_binary, server_binary, workspace_root, CL
 pub use cmd::{Cmd, Output, DEFAULT_TIMEOUT};
 pub use ids::{global_ifname, netns_name, unique_suffix, IFNAME_MAX};
 pub use mesh::{env_vars, mesh_ok, mesh_script, run_mesh, sections, MeshDir, MeshNode, Section};
+pub use mesh_check::{check_mesh, ensure_env_matches_client, ensure_no_private_key, ExpectedMesh};
 pub use nat::{
     nat_ruleset, parse_conntrack, server_addr, EndpointCheck, Flow, Host, Internet, NatKind,
     NatRouter, NatWorld, Peer, Site, HOST_IF, LAN_IF, REMAP_RANGE, SERVER_IP, SNAT_RANGE, WAN_IF,
