@@ -35,6 +35,12 @@ impl Server {
     /// The key file (mode 0600) and a copy of the binary sit in a directory owned by `nobody`, so
     /// the server can read them whatever the permissions on the path to the workspace.
     pub fn start(ns: &Netns, listen: &[SocketAddr]) -> Result<Self> {
+        Self::start_with_args(ns, listen, &[])
+    }
+
+    /// Like [`Server::start`], with more arguments (`--compat natpunch-go --allowed-keys F`, ...).
+    /// Files they name must be readable by `nobody`.
+    pub fn start_with_args(ns: &Netns, listen: &[SocketAddr], args: &[&str]) -> Result<Self> {
         let source = server_binary()?;
         let dir = TempDir::new("server")?;
         dir.chown_to_nobody()?;
@@ -55,7 +61,7 @@ impl Server {
         for addr in listen {
             cmd = cmd.arg("--listen").arg(addr.to_string());
         }
-        cmd = cmd.arg("--key-file").arg(&key_file);
+        cmd = cmd.arg("--key-file").arg(&key_file).args(args);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd = cmd.env("RUST_LOG", "debug");
         }

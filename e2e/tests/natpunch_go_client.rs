@@ -8,6 +8,9 @@
 //! - Behind two port-preserving masquerading NATs, the case where natpunch-go's own client falls
 //!   into the conntrack trap: the timed barrier lets both clients exit 0, each endpoint is the
 //!   mapping the other's NAT really uses (read from its conntrack), and a ping crosses both ways.
+//! - Halfway through a migration, behind the same NATs: `wgpunch-server --compat natpunch-go`, one
+//!   client still on `--protocol natpunch-go`, the other already native. Same checks.
+//! - A wrong `SERVER_PUBKEY`: the natpunch-go server ignores the client, which exits 4 naming it.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -16,7 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use wgpunch_e2e::{
     binary, chown_to_nobody, client_cmd, expect_ok, server_addr, write_secret_file, NatKind,
-    NatWorld, Netns, Output, Process, Site, Switch, TempDir, WgInterface, WgKeys, SERVER_PORT,
+    NatWorld, Netns, Output, Process, Server, Site, Switch, TempDir, WgInterface, WgKeys,
+    SERVER_PORT,
 };
 
 /// The test server's binary.
@@ -113,20 +117,31 @@ impl NatpunchGoServer {
     }
 }
 
-/// Starts `wgpunch-client --protocol natpunch-go --timeout 30 IFACE SERVER PUBKEY` in `ns`.
-fn start_client(ns: &Netns, iface: &str, server: SocketAddr, key: &str) -> Result<Process> {
+/// Starts `wgpunch-client --protocol PROTOCOL --timeout 30 IFACE SERVER PUBKEY` in `ns`.
+fn start_client_speaking(
+    protocol: &str,
+    ns: &Netns,
+    iface: &str,
+    server: SocketAddr,
+    key: &str,
+) -> Result<Process> {
     let timeout = CLIENT_TIMEOUT_SECS.to_string();
     client_cmd(
         ns,
-        &["--protocol", "natpunch-go", "--timeout", &timeout],
+        &["--protocol", protocol, "--timeout", &timeout],
         iface,
         server,
         key,
     )?
     .spawn(&format!(
-        "wgpunch-client --protocol natpunch-go in {}",
+        "wgpunch-client --protocol {protocol} in {}",
         ns.label()
     ))
+}
+
+/// Starts `wgpunch-client --protocol natpunch-go --timeout 30 IFACE SERVER PUBKEY` in `ns`.
+fn start_client(ns: &Netns, iface: &str, server: SocketAddr, key: &str) -> Result<Process> {
+    start_client_speaking("natpunch-go", ns, iface, server, key)
 }
 
 /// Runs two clients at once until both exit; returns their outputs and how long that took.
@@ -266,4 +281,93 @@ fn the_timed_barrier_gets_through_two_masquerading_nats() {
         server_addr().port(),
     ));
     expect_ok(check_behind_nats(&world, &server));
+}
+
+fn check_wrong_key(lan: &Lan, server: &NatpunchGoServer) -> Result<()> {
+    let addr: SocketAddr = format!("{SERVER_IP}:{SERVER_PORT}").parse()?;
+    let wrong = WgKeys::generate()?;
+    let mut client = client_cmd(
+        &lan.a,
+        &["--protocol", "natpunch-go", "--timeout", "3"],
+        lan.wg_a.name(),
+        addr,
+        wrong.public(),
+    )?
+    .spawn("wgpunch-client --protocol natpunch-go with a wrong server key")?;
+    let out = client.wait_timeout(Duration::from_secs(3 + 10))?;
+    out.ensure_code(4).with_context(|| server.log_tail())?;
+    ensure!(
+        out.stderr.contains("natpunch-go server"),
+        "stderr does not say a natpunch-go server was expected: {out}"
+    );
+    ensure!(
+        server.recorded(lan.wg_a.public_key()).is_empty(),
+        "the server recorded a client that used another server's key; {}",
+        server.log_tail()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_wrong_server_key_gets_exit_4() {
+    let lan = expect_ok(lan());
+    let server = expect_ok(NatpunchGoServer::start(&lan.server, SERVER_PORT));
+    expect_ok(check_wrong_key(&lan, &server));
+}
+
+/// Starts `wgpunch-server --compat natpunch-go --allowed-keys FILE` in the world's server
+/// namespace, FILE listing both peers.
+fn start_compat_server(world: &NatWorld) -> Result<(Server, TempDir)> {
+    let dir = TempDir::new("allowed")?;
+    dir.chown_to_nobody()?;
+    let file = dir.join("allowed-keys");
+    std::fs::write(
+        &file,
+        format!(
+            "# both peers of the test\n{}\n{}\n",
+            world.a().public_key(),
+            world.b().public_key()
+        ),
+    )
+    .with_context(|| format!("writing {}", file.display()))?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("making {} readable", file.display()))?;
+    let file = file.to_str().context("non-UTF-8 temporary path")?;
+    let args = ["--compat", "natpunch-go", "--allowed-keys", file];
+    let server = Server::start_with_args(world.server_netns(), &[server_addr()], &args)?;
+    Ok((server, dir))
+}
+
+fn check_mixed(world: &NatWorld, server: &Server) -> Result<()> {
+    let (a, b) = (world.a(), world.b());
+    let started = Instant::now();
+    let key = server.public_key();
+    let mut legacy =
+        start_client_speaking("natpunch-go", a.netns(), a.wg().name(), server_addr(), key)?;
+    let mut native = start_client_speaking("native", b.netns(), b.wg().name(), server_addr(), key)?;
+    let out_a = legacy.wait_timeout(CLIENT_BUDGET)?;
+    let out_b = native.wait_timeout(CLIENT_BUDGET.saturating_sub(started.elapsed()))?;
+    let took = started.elapsed();
+    let explain = || format!("{}\n{}", server.log_tail(), world.diagnostics());
+    out_a.ensure_code(0).with_context(explain)?;
+    out_b.ensure_code(0).with_context(explain)?;
+    let checks = world.check_endpoints().with_context(explain)?;
+    a.ping_until(b, PING_TIMEOUT).with_context(explain)?;
+    b.ping_until(a, PING_TIMEOUT).with_context(explain)?;
+    eprintln!(
+        "natpunch-go and native clients through wgpunch-server --compat natpunch-go: both exited 0 \
+         after {took:?}; {}; {}",
+        checks[0], checks[1]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_natpunch_go_client_and_a_native_one_meet_through_wgpunch_server_in_compat_mode() {
+    let world = expect_ok(NatWorld::build(
+        Site::Behind(NatKind::Masquerade),
+        Site::Behind(NatKind::Masquerade),
+    ));
+    let (server, _allowed) = expect_ok(start_compat_server(&world));
+    expect_ok(check_mixed(&world, &server));
 }
