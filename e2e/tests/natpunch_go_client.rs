@@ -11,6 +11,7 @@
 //! - Halfway through a migration, behind the same NATs: `wgpunch-server --compat natpunch-go`, one
 //!   client still on `--protocol natpunch-go`, the other already native. Same checks.
 //! - A wrong `SERVER_PUBKEY`: the natpunch-go server ignores the client, which exits 4 naming it.
+//! - One peer behind a symmetric NAT: no timed barrier helps; both clients exit 5 naming the other.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -370,4 +371,39 @@ fn a_natpunch_go_client_and_a_native_one_meet_through_wgpunch_server_in_compat_m
     ));
     let (server, _allowed) = expect_ok(start_compat_server(&world));
     expect_ok(check_mixed(&world, &server));
+}
+
+fn check_symmetric(world: &NatWorld, server: &NatpunchGoServer) -> Result<()> {
+    let (a, b) = (world.a(), world.b());
+    let (out_a, out_b, took) = run_both(
+        (a.netns(), a.wg().name()),
+        (b.netns(), b.wg().name()),
+        server_addr(),
+        server.public_key(),
+    )?;
+    for (out, other) in [(&out_a, b), (&out_b, a)] {
+        out.ensure_code(5)
+            .with_context(|| format!("{}\n{}", server.log_tail(), world.diagnostics()))?;
+        for needle in [other.public_key(), "no WireGuard handshake"] {
+            ensure!(
+                out.stderr.contains(needle),
+                "stderr lacks {needle:?}: {out}"
+            );
+        }
+    }
+    eprintln!("natpunch-go with a symmetric NAT: both clients exited 5 after {took:?}");
+    Ok(())
+}
+
+#[test]
+fn a_symmetric_nat_gets_exit_5_not_a_claimed_success() {
+    let world = expect_ok(NatWorld::build(
+        Site::Behind(NatKind::Masquerade),
+        Site::Behind(NatKind::Symmetric),
+    ));
+    let server = expect_ok(NatpunchGoServer::start(
+        world.server_netns(),
+        server_addr().port(),
+    ));
+    expect_ok(check_symmetric(&world, &server));
 }
