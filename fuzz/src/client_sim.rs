@@ -326,9 +326,12 @@ impl ClientSim {
                 } else {
                     datagram
                 };
-                let reply =
-                    self.server
-                        .handle(self.clock.now, self.clock.wall, client_address(), &datagram);
+                let reply = self.server.handle(
+                    self.clock.now,
+                    self.clock.wall,
+                    client_address(),
+                    &datagram,
+                );
                 if let Some(reply) = reply {
                     if self.queued.len() < HISTORY {
                         self.queued.push_back(reply);
