@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, trace};
 
+use crate::backoff;
 use crate::cookie::{self, Cookie};
 use crate::handshake::{unix_nanos, Initiation};
 use crate::keys::{PrivateKey, PublicKey};
@@ -263,22 +264,8 @@ impl Client {
     }
 
     fn backoff(&mut self, attempts: u32) -> Duration {
-        let base = self
-            .config
-            .retransmit_initial
-            .saturating_mul(1 << attempts.min(16))
-            .min(self.config.retransmit_max);
-        // Jitter of up to a quarter either way spreads out clients that started together.
-        let quarter = base / 4;
-        let jitter_ns = u64::try_from(quarter.as_nanos())
-            .unwrap_or(0)
-            .saturating_mul(2);
-        let offset = if jitter_ns == 0 {
-            0
-        } else {
-            self.rng.next_u64() % jitter_ns
-        };
-        base - quarter + Duration::from_nanos(offset)
+        let (initial, max) = (self.config.retransmit_initial, self.config.retransmit_max);
+        backoff::delay(initial, max, attempts, &mut self.rng)
     }
 
     fn request_id(&mut self) -> u32 {

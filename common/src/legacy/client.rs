@@ -44,6 +44,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, trace};
 
+use crate::backoff;
 use crate::handshake::unix_nanos;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::noise::{Rng, Seed};
@@ -271,22 +272,8 @@ impl LegacyClient {
     }
 
     fn backoff(&mut self, attempts: u32) -> Duration {
-        let base = self
-            .config
-            .retransmit_initial
-            .saturating_mul(1 << attempts.min(16))
-            .min(self.config.retransmit_max);
-        // Jitter of up to a quarter either way.
-        let quarter = base / 4;
-        let span = u64::try_from(quarter.as_nanos())
-            .unwrap_or(0)
-            .saturating_mul(2);
-        let offset = if span == 0 {
-            0
-        } else {
-            self.rng.next_u64() % span
-        };
-        base - quarter + Duration::from_nanos(offset)
+        let (initial, max) = (self.config.retransmit_initial, self.config.retransmit_max);
+        backoff::delay(initial, max, attempts, &mut self.rng)
     }
 
     fn transmit_handshake(&mut self, now: Instant, wall: SystemTime) -> Option<Vec<u8>> {
