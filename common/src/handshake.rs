@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use snow::HandshakeState;
 
 use crate::cookie::{self, Cookie};
-use crate::keys::{PrivateKey, PublicKey, KEY_LEN};
+use crate::keys::{PrivateKey, PublicKey};
 use crate::mac::Mac1Key;
 use crate::noise::{self, Seed};
 use crate::session::Session;
@@ -86,11 +86,7 @@ impl Initiation {
         cookie: Option<&Cookie>,
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
         let mut state = noise::initiator(local, server, seed)?;
-        let mut noise = [0u8; NOISE_INIT_LEN];
-        let len = state.write_message(&timestamp.to_be_bytes(), &mut noise)?;
-        if len != NOISE_INIT_LEN {
-            return Err(HandshakeError::Noise);
-        }
+        let noise = noise::write_handshake::<NOISE_INIT_LEN>(&mut state, &timestamp.to_be_bytes())?;
         let mut message = HandshakeInit {
             sender_index,
             noise,
@@ -121,16 +117,11 @@ impl Initiation {
     }
 
     /// Reads the server's response and returns the established session.
-    pub fn complete(mut self, response: &HandshakeResponse) -> Result<Session, HandshakeError> {
+    pub fn complete(self, response: &HandshakeResponse) -> Result<Session, HandshakeError> {
         if response.receiver_index != self.sender_index {
             return Err(HandshakeError::WrongIndex);
         }
-        let mut payload = [0u8; 0];
-        let len = self.state.read_message(&response.noise, &mut payload)?;
-        if len != 0 || !self.state.is_handshake_finished() {
-            return Err(HandshakeError::Payload);
-        }
-        let transport = self.state.into_stateless_transport_mode()?;
+        let transport = noise::read_response(self.state, &response.noise)?;
         Ok(Session::new(
             transport,
             self.sender_index,
@@ -167,19 +158,15 @@ impl Accepted {
         seed: Seed,
     ) -> Result<Self, HandshakeError> {
         let mut state = noise::responder(local, seed)?;
-        let mut payload = [0u8; TIMESTAMP_LEN + 1];
-        let len = state.read_message(&init.noise, &mut payload)?;
-        let timestamp = match payload.get(..len).map(<[u8; TIMESTAMP_LEN]>::try_from) {
-            Some(Ok(bytes)) => u64::from_be_bytes(bytes),
-            _ => return Err(HandshakeError::Payload),
-        };
-        let client: [u8; KEY_LEN] = state
-            .get_remote_static()
-            .and_then(|s| s.try_into().ok())
-            .ok_or(HandshakeError::Noise)?;
+        let (timestamp, client) =
+            noise::read_initiation::<_, { TIMESTAMP_LEN + 1 }>(&mut state, &init.noise, |p| {
+                <[u8; TIMESTAMP_LEN]>::try_from(p)
+                    .ok()
+                    .map(u64::from_be_bytes)
+            })?;
         Ok(Self {
             state,
-            client: PublicKey(client),
+            client,
             timestamp,
             sender_index: init.sender_index,
         })
@@ -187,11 +174,7 @@ impl Accepted {
 
     /// Answers the initiation, giving the session the server-side index `local_index`.
     pub fn respond(mut self, local_index: u32) -> Result<(Session, Vec<u8>), HandshakeError> {
-        let mut noise = [0u8; NOISE_RESPONSE_LEN];
-        let len = self.state.write_message(&[], &mut noise)?;
-        if len != NOISE_RESPONSE_LEN {
-            return Err(HandshakeError::Noise);
-        }
+        let noise = noise::write_handshake::<NOISE_RESPONSE_LEN>(&mut self.state, &[])?;
         let mut datagram = Vec::new();
         HandshakeResponse {
             sender_index: local_index,

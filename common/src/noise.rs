@@ -6,9 +6,10 @@ use rand_core::{RngCore, SeedableRng};
 use snow::params::{CipherChoice, DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
-use snow::{Builder, HandshakeState};
+use snow::{Builder, HandshakeState, StatelessTransportState};
 
-use crate::keys::{PrivateKey, PublicKey};
+use crate::handshake::HandshakeError;
+use crate::keys::{PrivateKey, PublicKey, KEY_LEN};
 
 /// The Noise protocol name.
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
@@ -49,16 +50,8 @@ impl CryptoResolver for SeededResolver {
     }
 }
 
-fn builder(seed: Seed) -> Result<Builder<'static>, snow::Error> {
-    builder_with_prologue(seed, PROLOGUE)
-}
-
-/// A `Noise_IK_25519_ChaChaPoly_BLAKE2s` builder with seeded randomness and the given prologue
-/// (the natpunch-go compatibility mode uses its own).
-pub(crate) fn builder_with_prologue(
-    seed: Seed,
-    prologue: &'static [u8],
-) -> Result<Builder<'static>, snow::Error> {
+/// A `Noise_IK_25519_ChaChaPoly_BLAKE2s` builder with seeded randomness and the given prologue.
+fn builder(seed: Seed, prologue: &'static [u8]) -> Result<Builder<'static>, snow::Error> {
     let params = NOISE_PARAMS.parse()?;
     Builder::with_resolver(params, Box::new(SeededResolver(seed))).prologue(prologue)
 }
@@ -69,17 +62,85 @@ pub fn initiator(
     server: &PublicKey,
     seed: Seed,
 ) -> Result<HandshakeState, snow::Error> {
-    builder(seed)?
+    initiator_with_prologue(local, server, seed, PROLOGUE)
+}
+
+/// Starts the server's side of a handshake.
+pub fn responder(local: &PrivateKey, seed: Seed) -> Result<HandshakeState, snow::Error> {
+    responder_with_prologue(local, seed, PROLOGUE)
+}
+
+/// [`initiator`] with another prologue (the natpunch-go compatibility mode uses its own).
+pub(crate) fn initiator_with_prologue(
+    local: &PrivateKey,
+    server: &PublicKey,
+    seed: Seed,
+    prologue: &'static [u8],
+) -> Result<HandshakeState, snow::Error> {
+    builder(seed, prologue)?
         .local_private_key(local.as_bytes())?
         .remote_public_key(server.as_bytes())?
         .build_initiator()
 }
 
-/// Starts the server's side of a handshake.
-pub fn responder(local: &PrivateKey, seed: Seed) -> Result<HandshakeState, snow::Error> {
-    builder(seed)?
+/// [`responder`] with another prologue (the natpunch-go compatibility mode uses its own).
+pub(crate) fn responder_with_prologue(
+    local: &PrivateKey,
+    seed: Seed,
+    prologue: &'static [u8],
+) -> Result<HandshakeState, snow::Error> {
+    builder(seed, prologue)?
         .local_private_key(local.as_bytes())?
         .build_responder()
+}
+
+/// Writes the next handshake message, carrying `payload`, which must come out exactly `N` bytes
+/// long (the protocols' framing has a fixed size for each message).
+pub(crate) fn write_handshake<const N: usize>(
+    state: &mut HandshakeState,
+    payload: &[u8],
+) -> Result<[u8; N], HandshakeError> {
+    let mut message = [0u8; N];
+    let len = state.write_message(payload, &mut message)?;
+    if len != N {
+        return Err(HandshakeError::Noise);
+    }
+    Ok(message)
+}
+
+/// The responder reads the initiation (IK message 1): the payload (`parse` must accept it; it is
+/// at most `N - 1` bytes, or Noise refuses the message) and the initiator's static key, which the
+/// message has now authenticated.
+pub(crate) fn read_initiation<T, const N: usize>(
+    state: &mut HandshakeState,
+    message: &[u8],
+    parse: impl FnOnce(&[u8]) -> Option<T>,
+) -> Result<(T, PublicKey), HandshakeError> {
+    let mut payload = [0u8; N];
+    let len = state.read_message(message, &mut payload)?;
+    let value = payload
+        .get(..len)
+        .and_then(parse)
+        .ok_or(HandshakeError::Payload)?;
+    let client: [u8; KEY_LEN] = state
+        .get_remote_static()
+        .and_then(|s| s.try_into().ok())
+        .ok_or(HandshakeError::Noise)?;
+    Ok((value, PublicKey(client)))
+}
+
+/// The initiator reads the response (IK message 2), which carries no payload and ends the
+/// handshake, and moves on to transport.
+pub(crate) fn read_response(
+    mut state: HandshakeState,
+    message: &[u8],
+) -> Result<StatelessTransportState, HandshakeError> {
+    let mut payload = [0u8; 0];
+    let len = state.read_message(message, &mut payload)?;
+    if len != 0 || !state.is_handshake_finished() {
+        return Err(HandshakeError::Payload);
+    }
+    Ok(state.into_stateless_transport_mode()?)
 }
 
 /// A seeded source of the core's random numbers: session indexes, request ids, handshake seeds.

@@ -7,8 +7,8 @@
 use snow::HandshakeState;
 
 use crate::handshake::HandshakeError;
-use crate::keys::{PrivateKey, PublicKey, KEY_LEN};
-use crate::noise::{builder_with_prologue, Seed};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::noise::{self, Seed};
 
 use super::packet::{HandshakeInit, HandshakeResponse, NOISE_INIT_LEN, NOISE_RESPONSE_LEN};
 use super::plaintext::{emit_timestamp, parse_timestamp, TIMESTAMP_LEN};
@@ -21,17 +21,12 @@ pub fn initiator(
     server: &PublicKey,
     seed: Seed,
 ) -> Result<HandshakeState, snow::Error> {
-    builder_with_prologue(seed, PROLOGUE)?
-        .local_private_key(local.as_bytes())?
-        .remote_public_key(server.as_bytes())?
-        .build_initiator()
+    noise::initiator_with_prologue(local, server, seed, PROLOGUE)
 }
 
 /// The Noise IK responder natpunch-go's server uses, with randomness from `seed`.
 pub fn responder(local: &PrivateKey, seed: Seed) -> Result<HandshakeState, snow::Error> {
-    builder_with_prologue(seed, PROLOGUE)?
-        .local_private_key(local.as_bytes())?
-        .build_responder()
+    noise::responder_with_prologue(local, seed, PROLOGUE)
 }
 
 /// The client's half-finished handshake, waiting for the server's response.
@@ -62,11 +57,8 @@ impl Initiation {
         seed: Seed,
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
         let mut state = initiator(local, server, seed)?;
-        let mut noise = [0u8; NOISE_INIT_LEN];
-        let len = state.write_message(&emit_timestamp(timestamp), &mut noise)?;
-        if len != NOISE_INIT_LEN {
-            return Err(HandshakeError::Noise);
-        }
+        let noise =
+            noise::write_handshake::<NOISE_INIT_LEN>(&mut state, &emit_timestamp(timestamp))?;
         let mut datagram = Vec::new();
         HandshakeInit { index, noise }.emit(&mut datagram);
         Ok((
@@ -80,16 +72,8 @@ impl Initiation {
     }
 
     /// Reads the server's response and returns the session, which uses the response's index.
-    pub fn complete(
-        mut self,
-        response: &HandshakeResponse,
-    ) -> Result<LegacySession, HandshakeError> {
-        let mut payload = [0u8; 0];
-        let len = self.state.read_message(&response.noise, &mut payload)?;
-        if len != 0 || !self.state.is_handshake_finished() {
-            return Err(HandshakeError::Payload);
-        }
-        let transport = self.state.into_stateless_transport_mode()?;
+    pub fn complete(self, response: &HandshakeResponse) -> Result<LegacySession, HandshakeError> {
+        let transport = noise::read_response(self.state, &response.noise)?;
         Ok(LegacySession::new(transport, response.index))
     }
 }
@@ -123,19 +107,13 @@ impl Accepted {
         seed: Seed,
     ) -> Result<Self, HandshakeError> {
         let mut state = responder(local, seed)?;
-        let mut payload = [0u8; TIMESTAMP_LEN + 1];
-        let len = state.read_message(&init.noise, &mut payload)?;
-        let timestamp = payload
-            .get(..len)
-            .ok_or(HandshakeError::Payload)
-            .and_then(|p| parse_timestamp(p).map_err(|_| HandshakeError::Payload))?;
-        let client: [u8; KEY_LEN] = state
-            .get_remote_static()
-            .and_then(|s| s.try_into().ok())
-            .ok_or(HandshakeError::Noise)?;
+        let (timestamp, client) =
+            noise::read_initiation::<_, { TIMESTAMP_LEN + 1 }>(&mut state, &init.noise, |p| {
+                parse_timestamp(p).ok()
+            })?;
         Ok(Self {
             state,
-            client: PublicKey(client),
+            client,
             timestamp,
             index: init.index,
         })
@@ -143,11 +121,7 @@ impl Accepted {
 
     /// Answers the initiation with session index `index` (the client's own unless taken).
     pub fn respond(mut self, index: u32) -> Result<(LegacySession, Vec<u8>), HandshakeError> {
-        let mut noise = [0u8; NOISE_RESPONSE_LEN];
-        let len = self.state.write_message(&[], &mut noise)?;
-        if len != NOISE_RESPONSE_LEN {
-            return Err(HandshakeError::Noise);
-        }
+        let noise = noise::write_handshake::<NOISE_RESPONSE_LEN>(&mut self.state, &[])?;
         let mut datagram = Vec::new();
         HandshakeResponse { index, noise }.emit(&mut datagram);
         let transport = self.state.into_stateless_transport_mode()?;
