@@ -5,6 +5,7 @@
 //! dropped silently and counted in [`Stats`]. The cheapest checks run first: length and type, then
 //! mac1, and only then the Diffie-Hellman of the Noise handshake.
 
+mod key_state;
 pub mod legacy;
 pub mod limits;
 pub mod registry;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, trace};
 
 use crate::cookie::CookieJar;
-use crate::handshake::{unix_nanos, Accepted};
+use crate::handshake::Accepted;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::mac::Mac1Key;
 use crate::noise::{Rng, Seed};
@@ -26,7 +27,8 @@ use crate::wire::packet::{COOKIE_NONCE_LEN, MAC1_OFFSET, MAX_PLAINTEXT_LEN};
 use crate::wire::{
     HandshakeInit, LookupReply, Packet, Register, RegisterAck, Reply, Request, Transport,
 };
-use limits::{Bucket, LoadMeter, SourceLimiter};
+use key_state::{KeyState, Refusal};
+use limits::{LoadMeter, SourceLimiter};
 use registry::{Registration, Registry};
 
 /// Limits and lifetimes of the server's state.
@@ -144,16 +146,6 @@ struct ServerSession {
     confirmed: bool,
     assembly: Option<Assembly>,
     committed: Option<u32>,
-}
-
-/// What the server remembers of a client key between sessions.
-#[derive(Debug, Default)]
-struct KeyState {
-    last_timestamp: u64,
-    last_handshake: Option<Instant>,
-    current: Option<u32>,
-    pending: Option<u32>,
-    handshakes: Option<Bucket>,
 }
 
 /// The discovery server.
@@ -307,40 +299,28 @@ impl Server {
             self.stats.bad_handshake += 1;
             return None;
         };
-        if !accepted.client.is_contributory_with(&self.private) {
-            // A low-order (or all-zero) key: anyone could claim it; it proves nothing.
-            self.stats.bad_handshake += 1;
+        let admitted = key_state::admit(
+            &self.config,
+            &self.private,
+            &mut self.keys,
+            &accepted.client,
+            accepted.timestamp,
+            wall,
+            now,
+        );
+        if let Err(refusal) = admitted {
+            let counter = match refusal {
+                Refusal::LowOrderKey => &mut self.stats.bad_handshake,
+                Refusal::NotAllowed => &mut self.stats.not_allowed,
+                Refusal::StaleTimestamp => {
+                    debug!(peer = %accepted.client, "initiation timestamp outside clock tolerance");
+                    &mut self.stats.stale_timestamp
+                }
+                Refusal::ReplayedInitiation => &mut self.stats.replayed_initiation,
+                Refusal::RateLimited => &mut self.stats.rate_limited,
+            };
+            *counter += 1;
             return None;
-        }
-        if self
-            .config
-            .allowed_keys
-            .as_ref()
-            .is_some_and(|allowed| !allowed.contains(&accepted.client))
-        {
-            self.stats.not_allowed += 1;
-            return None;
-        }
-        let tolerance = u64::try_from(self.config.clock_tolerance.as_nanos()).unwrap_or(u64::MAX);
-        if unix_nanos(wall).abs_diff(accepted.timestamp) > tolerance {
-            self.stats.stale_timestamp += 1;
-            debug!(peer = %accepted.client, "initiation timestamp outside clock tolerance");
-            return None;
-        }
-        let known = self.keys.get(&accepted.client);
-        if known.is_some_and(|k| accepted.timestamp <= k.last_timestamp) {
-            self.stats.replayed_initiation += 1;
-            return None;
-        }
-        let (key_rate, key_burst) = (self.config.key_rate, self.config.key_burst);
-        if let Some(state) = self.keys.get_mut(&accepted.client) {
-            let bucket = state
-                .handshakes
-                .get_or_insert_with(|| Bucket::full(key_burst, now));
-            if !bucket.take(key_rate, key_burst, now) {
-                self.stats.rate_limited += 1;
-                return None;
-            }
         }
         let known = self.keys.get(&accepted.client);
         let replaces_pending = known.and_then(|k| k.pending).is_some();
@@ -384,9 +364,8 @@ impl Server {
     /// True when an initiation cannot be taken: no room for its session (unless it replaces a
     /// pending one) or, for a new key, for its replay-protection state.
     fn is_full(&self, new_key: bool, replaces_pending: bool) -> bool {
-        let sessions_full = self.sessions.len() >= self.config.max_sessions && !replaces_pending;
-        let keys_full = new_key && self.keys.len() >= self.config.max_keys;
-        sessions_full || keys_full
+        let (config, sessions, keys) = (&self.config, &self.sessions, &self.keys);
+        key_state::is_full(config, sessions, keys, new_key, replaces_pending)
     }
 
     fn free_index(&mut self) -> Option<u32> {
@@ -418,7 +397,12 @@ impl Server {
         let client = entry.client;
         if !entry.confirmed {
             entry.confirmed = true;
-            self.confirm(client, message.receiver_index);
+            key_state::confirm(
+                &mut self.keys,
+                &mut self.sessions,
+                client,
+                message.receiver_index,
+            );
         }
         self.registry.touch(&client, from, now);
         let Ok(request) = Request::parse(self.plaintext.get(..len)?) else {
@@ -452,19 +436,6 @@ impl Server {
         session.session.seal(&plaintext, &mut datagram).ok()?;
         trace!(peer = %client, len = datagram.len(), "reply");
         Some(datagram)
-    }
-
-    /// Makes the session `index` the key's current one, dropping the one it replaces.
-    fn confirm(&mut self, client: PublicKey, index: u32) {
-        let state = self.keys.entry(client).or_default();
-        if state.pending == Some(index) {
-            state.pending = None;
-        }
-        if let Some(old) = state.current.replace(index) {
-            if old != index {
-                self.sessions.remove(&old);
-            }
-        }
     }
 
     fn handle_register(
@@ -553,17 +524,8 @@ impl Server {
         let lifetime = self.config.session_lifetime;
         self.sessions
             .retain(|_, s| now.saturating_duration_since(s.created) < lifetime);
-        let sessions = &self.sessions;
-        // A key's last timestamp must outlive any initiation that could still pass the clock check.
-        let keep_timestamps = self.config.clock_tolerance * 2 + lifetime;
-        self.keys.retain(|_, k| {
-            k.current = k.current.filter(|i| sessions.contains_key(i));
-            k.pending = k.pending.filter(|i| sessions.contains_key(i));
-            k.current.is_some()
-                || k.pending.is_some()
-                || k.last_handshake
-                    .is_some_and(|t| now.saturating_duration_since(t) < keep_timestamps)
-        });
+        let tolerance = self.config.clock_tolerance;
+        key_state::expire(&mut self.keys, &self.sessions, now, tolerance, lifetime);
         self.registry.purge(now);
         self.sources.purge(now);
         if let Some(config) = self.config.natpunch_go {

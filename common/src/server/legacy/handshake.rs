@@ -6,11 +6,11 @@ use std::time::{Instant, SystemTime};
 
 use tracing::debug;
 
-use crate::handshake::unix_nanos;
 use crate::legacy::packet::HandshakeInit;
 use crate::legacy::Accepted;
 
-use super::super::limits::{Bucket, LoadMeter};
+use super::super::key_state::{self, Refusal};
+use super::super::limits::LoadMeter;
 use super::super::Server;
 use super::tables::Entry;
 use super::LegacyConfig;
@@ -37,39 +37,29 @@ impl Server {
             return None;
         };
         let client = accepted.client;
-        if !client.is_contributory_with(&self.private) {
-            self.legacy.stats.bad_handshake += 1;
+        let admitted = key_state::admit(
+            &self.config,
+            &self.private,
+            &mut self.legacy.keys,
+            &client,
+            accepted.timestamp,
+            wall,
+            now,
+        );
+        if let Err(refusal) = admitted {
+            let stats = &mut self.legacy.stats;
+            let counter = match refusal {
+                Refusal::LowOrderKey => &mut stats.bad_handshake,
+                Refusal::NotAllowed => &mut stats.not_allowed,
+                Refusal::StaleTimestamp => {
+                    debug!(peer = %client, "natpunch-go initiation timestamp outside clock tolerance");
+                    &mut stats.stale_timestamp
+                }
+                Refusal::ReplayedInitiation => &mut stats.replayed_initiation,
+                Refusal::RateLimited => &mut stats.rate_limited,
+            };
+            *counter += 1;
             return None;
-        }
-        if self
-            .config
-            .allowed_keys
-            .as_ref()
-            .is_some_and(|allowed| !allowed.contains(&client))
-        {
-            self.legacy.stats.not_allowed += 1;
-            return None;
-        }
-        let tolerance = u64::try_from(self.config.clock_tolerance.as_nanos()).unwrap_or(u64::MAX);
-        if unix_nanos(wall).abs_diff(accepted.timestamp) > tolerance {
-            self.legacy.stats.stale_timestamp += 1;
-            debug!(peer = %client, "natpunch-go initiation timestamp outside clock tolerance");
-            return None;
-        }
-        let known = self.legacy.keys.get(&client);
-        if known.is_some_and(|k| accepted.timestamp <= k.last_timestamp) {
-            self.legacy.stats.replayed_initiation += 1;
-            return None;
-        }
-        let (key_rate, key_burst) = (self.config.key_rate, self.config.key_burst);
-        if let Some(state) = self.legacy.keys.get_mut(&client) {
-            let bucket = state
-                .handshakes
-                .get_or_insert_with(|| Bucket::full(key_burst, now));
-            if !bucket.take(key_rate, key_burst, now) {
-                self.legacy.stats.rate_limited += 1;
-                return None;
-            }
         }
         let known = self.legacy.keys.get(&client);
         // A key's new session replaces its pending one, or, when the table is full, its current

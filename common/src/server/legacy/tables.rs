@@ -11,7 +11,7 @@ use tracing::debug;
 use crate::keys::PublicKey;
 use crate::legacy::LegacySession;
 
-use super::super::limits::Bucket;
+use super::super::key_state::{self, KeyState};
 use super::super::Server;
 use super::{LegacyConfig, LegacyStats};
 
@@ -21,15 +21,6 @@ pub(super) struct Entry {
     pub(super) client: PublicKey,
     pub(super) created: Instant,
     pub(super) confirmed: bool,
-}
-
-#[derive(Debug, Default)]
-pub(super) struct KeyState {
-    pub(super) last_timestamp: u64,
-    pub(super) last_handshake: Option<Instant>,
-    pub(super) current: Option<u32>,
-    pub(super) pending: Option<u32>,
-    pub(super) handshakes: Option<Bucket>,
 }
 
 /// A legacy client's registration.
@@ -64,22 +55,20 @@ impl Server {
     }
 
     pub(super) fn legacy_is_full(&self, new_key: bool, replaces_own: bool) -> bool {
-        let sessions_full = self.legacy.sessions.len() >= self.config.max_sessions && !replaces_own;
-        let keys_full = new_key && self.legacy.keys.len() >= self.config.max_keys;
-        sessions_full || keys_full
+        let (config, legacy) = (&self.config, &self.legacy);
+        key_state::is_full(
+            config,
+            &legacy.sessions,
+            &legacy.keys,
+            new_key,
+            replaces_own,
+        )
     }
 
     /// Makes session `index` the key's current one, dropping the one it replaces.
     pub(super) fn legacy_confirm(&mut self, client: PublicKey, index: u32) {
-        let state = self.legacy.keys.entry(client).or_default();
-        if state.pending == Some(index) {
-            state.pending = None;
-        }
-        if let Some(old) = state.current.replace(index) {
-            if old != index {
-                self.legacy.sessions.remove(&old);
-            }
-        }
+        let legacy = &mut self.legacy;
+        key_state::confirm(&mut legacy.keys, &mut legacy.sessions, client, index);
     }
 
     /// Records where an authenticated lookup came from: the legacy client's registration.
@@ -118,17 +107,8 @@ impl Server {
         legacy
             .sessions
             .retain(|_, s| now.saturating_duration_since(s.created) < lifetime);
-        let sessions = &legacy.sessions;
-        // A key's last timestamp must outlive any initiation that could still pass the clock check.
-        let keep_timestamps = self.config.clock_tolerance * 2 + lifetime;
-        legacy.keys.retain(|_, k| {
-            k.current = k.current.filter(|i| sessions.contains_key(i));
-            k.pending = k.pending.filter(|i| sessions.contains_key(i));
-            k.current.is_some()
-                || k.pending.is_some()
-                || k.last_handshake
-                    .is_some_and(|t| now.saturating_duration_since(t) < keep_timestamps)
-        });
+        let tolerance = self.config.clock_tolerance;
+        key_state::expire(&mut legacy.keys, &legacy.sessions, now, tolerance, lifetime);
         let ttl = self.registry.ttl();
         legacy
             .registrations
