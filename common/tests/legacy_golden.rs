@@ -139,6 +139,18 @@ fn independent() -> Independent {
     }
 }
 
+/// This crate's initiation with the same keys, index, timestamp and seed as the independent one.
+fn our_initiation() -> (legacy::Initiation, Vec<u8>) {
+    legacy::Initiation::start(
+        &client_key(),
+        &server_key().public_key(),
+        INDEX,
+        TIMESTAMP,
+        CLIENT_SEED,
+    )
+    .unwrap()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -152,14 +164,7 @@ fn every_packet_is_byte_identical_to_the_independent_one() {
     assert_eq!(golden.answer_empty.len(), 25);
     assert_eq!(golden.answer_found.len(), 31);
 
-    let (pending, initiation) = legacy::Initiation::start(
-        &client_key(),
-        &server_key().public_key(),
-        INDEX,
-        TIMESTAMP,
-        CLIENT_SEED,
-    )
-    .unwrap();
+    let (pending, initiation) = our_initiation();
     assert_eq!(hex(&initiation), hex(&golden.initiation), "initiation");
 
     let Ok(FromClient::HandshakeInit(init)) = parse_from_client(&initiation) else {
@@ -201,14 +206,7 @@ fn the_codec_reads_the_independent_packets() {
     let Ok(FromServer::HandshakeResponse(response)) = parse_from_server(&golden.response) else {
         panic!("response does not parse")
     };
-    let (pending, _) = legacy::Initiation::start(
-        &client_key(),
-        &server_key().public_key(),
-        INDEX,
-        TIMESTAMP,
-        CLIENT_SEED,
-    )
-    .unwrap();
+    let (pending, _) = our_initiation();
     let mut client = pending.complete(&response).unwrap();
     assert_eq!(client.index, SERVER_INDEX);
     for (bytes, expected) in [
