@@ -16,7 +16,9 @@ use wgpunch_common::wire::message::KIND_LOOKUP;
 use wgpunch_common::wire::packet::{MAC1_OFFSET, MAC_LEN, TYPE_HANDSHAKE_INIT, TYPE_TRANSPORT};
 use wgpunch_common::wire::{Lookup, Packet, Register, Reply, Request};
 
-use support::attack::{assert_silent, attacker, Rng, World, SILENCE};
+use support::attack::{
+    assert_silent, attacker, send_bit_flips, send_truncations, Rng, World, SILENCE,
+};
 use support::client::TestClient;
 use support::{public, ServerProcess};
 
@@ -134,9 +136,7 @@ fn truncated_and_extended_packets_are_dropped_silently() {
     let mut world = World::new("truncate");
     let attacker = attacker();
     for packet in world.captured() {
-        for len in 0..packet.len() {
-            attacker.send_to(&packet[..len], world.server.addr).unwrap();
-        }
+        send_truncations(&attacker, &packet, world.server.addr);
         for extra in [1, 100] {
             let mut longer = packet.clone();
             longer.resize(packet.len() + extra, 0xA5);
@@ -152,11 +152,7 @@ fn every_single_bit_flip_is_dropped_silently() {
     let mut world = World::new("bitflip");
     let attacker = attacker();
     for packet in world.captured() {
-        for bit in 0..packet.len() * 8 {
-            let mut flipped = packet.clone();
-            flipped[bit / 8] ^= 1 << (bit % 8);
-            attacker.send_to(&flipped, world.server.addr).unwrap();
-        }
+        send_bit_flips(&attacker, &packet, world.server.addr);
     }
     assert_silent(&attacker, "bit-flipped packets");
     world.check();
@@ -168,16 +164,8 @@ fn bit_flips_of_an_unseen_transport_message_do_not_burn_its_counter() {
     let mut own = OwnSession::handshake(9, &world.server);
     let attacker = attacker();
     let register = own.seal(&register_plaintext(&[]));
-    for bit in 0..register.len() * 8 {
-        let mut flipped = register.clone();
-        flipped[bit / 8] ^= 1 << (bit % 8);
-        attacker.send_to(&flipped, world.server.addr).unwrap();
-    }
-    for len in 0..register.len() {
-        attacker
-            .send_to(&register[..len], world.server.addr)
-            .unwrap();
-    }
+    send_bit_flips(&attacker, &register, world.server.addr);
+    send_truncations(&attacker, &register, world.server.addr);
     assert_silent(&attacker, "forgeries of an unseen transport message");
     own.socket.send_to(&register, world.server.addr).unwrap();
     assert!(

@@ -11,7 +11,7 @@ mod support;
 use std::net::SocketAddr;
 
 use legacy_client::{now_nanos, LegacyClient};
-use support::attack::{assert_silent, attacker, Rng, World};
+use support::attack::{assert_silent, attacker, send_bit_flips, send_truncations, Rng, World};
 use support::{public, ServerProcess, COMPAT};
 
 /// The native world on a server with `--compat natpunch-go`, plus natpunch-go clients D (key 4)
@@ -88,9 +88,7 @@ fn natpunch_go_truncated_and_extended_packets_are_dropped_silently() {
     packets.push(vec![3; 25]);
     packets.push(vec![3; 31]);
     for packet in &packets {
-        for len in 0..packet.len() {
-            attacker.send_to(&packet[..len], world.addr()).unwrap();
-        }
+        send_truncations(&attacker, packet, world.addr());
         let mut longer = packet.clone();
         longer.push(0xA5);
         attacker.send_to(&longer, world.addr()).unwrap();
@@ -107,20 +105,12 @@ fn natpunch_go_bit_flips_are_dropped_and_do_not_burn_a_nonce() {
     let mut world = LegacyWorld::new("legacy-bitflip");
     let attacker = attacker();
     for packet in world.captured() {
-        for bit in 0..packet.len() * 8 {
-            let mut flipped = packet.clone();
-            flipped[bit / 8] ^= 1 << (bit % 8);
-            attacker.send_to(&flipped, world.addr()).unwrap();
-        }
+        send_bit_flips(&attacker, &packet, world.addr());
     }
     // A lookup the server has not seen yet, forged every way before the genuine one arrives.
     let target = world.e.public;
     let unseen = world.d.lookup_datagram(&target);
-    for bit in 0..unseen.len() * 8 {
-        let mut flipped = unseen.clone();
-        flipped[bit / 8] ^= 1 << (bit % 8);
-        attacker.send_to(&flipped, world.addr()).unwrap();
-    }
+    send_bit_flips(&attacker, &unseen, world.addr());
     assert_silent(&attacker, "bit-flipped natpunch-go packets");
     world.d.send_raw(&unseen);
     assert_eq!(

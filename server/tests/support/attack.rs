@@ -2,7 +2,7 @@
 //! each attack the test can check the server still runs and every registration is where it was;
 //! and the attacker's tools (a socket that expects silence, a deterministic generator).
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use wgpunch_common::wire::packet::{TYPE_HANDSHAKE_INIT, TYPE_TRANSPORT};
@@ -76,6 +76,22 @@ pub fn assert_silent(socket: &UdpSocket, what: &str) {
     let mut buf = [0u8; 2048];
     if let Ok((len, from)) = socket.recv_from(&mut buf) {
         panic!("{what}: got a {len}-byte reply from {from}, expected none");
+    }
+}
+
+/// Sends `packet` from `attacker` to `to` once with each of its bits flipped in turn.
+pub fn send_bit_flips(attacker: &UdpSocket, packet: &[u8], to: SocketAddr) {
+    for bit in 0..packet.len() * 8 {
+        let mut flipped = packet.to_vec();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        attacker.send_to(&flipped, to).unwrap();
+    }
+}
+
+/// Sends every truncation of `packet` from `attacker` to `to`, from empty to one byte short.
+pub fn send_truncations(attacker: &UdpSocket, packet: &[u8], to: SocketAddr) {
+    for len in 0..packet.len() {
+        attacker.send_to(&packet[..len], to).unwrap();
     }
 }
 
