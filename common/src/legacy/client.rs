@@ -511,6 +511,7 @@ mod tests {
     }
 
     const ME_AT: &str = "198.51.100.7:40001";
+    const PEER_10_AT: &str = "203.0.113.5:5000";
 
     struct Pair {
         client: LegacyClient,
@@ -534,6 +535,19 @@ mod tests {
                 now: Instant::now(),
                 wall: SystemTime::now(),
             }
+        }
+
+        /// A pair whose client does not look itself up after each handshake.
+        fn without_self_lookup() -> Self {
+            Self::new(LegacyConfig {
+                observe_self: false,
+                ..LegacyConfig::default()
+            })
+        }
+
+        /// The server knows peer 10, at [`PEER_10_AT`].
+        fn server_knows_peer_10(&mut self) {
+            self.server.endpoints.insert(peer(10), at(PEER_10_AT));
         }
 
         /// Everything the client sends now, delivered (or dropped when `lose`), replies fed back.
@@ -582,9 +596,7 @@ mod tests {
     #[test]
     fn handshakes_learns_its_own_address_and_finds_peers_one_at_a_time() {
         let mut pair = Pair::new(LegacyConfig::default());
-        pair.server
-            .endpoints
-            .insert(peer(10), at("203.0.113.5:5000"));
+        pair.server_knows_peer_10();
         pair.client.lookup([peer(10), peer(11), peer(10)]);
         pair.run_until_quiet();
         assert_eq!(
@@ -594,7 +606,7 @@ mod tests {
                 LegacyEvent::Observed(at(ME_AT)),
                 LegacyEvent::Found {
                     peer: peer(10),
-                    endpoint: at("203.0.113.5:5000")
+                    endpoint: at(PEER_10_AT)
                 },
                 LegacyEvent::NotFound { peer: peer(11) },
             ]
@@ -609,10 +621,7 @@ mod tests {
 
     #[test]
     fn never_more_than_one_lookup_in_flight() {
-        let mut pair = Pair::new(LegacyConfig {
-            observe_self: false,
-            ..LegacyConfig::default()
-        });
+        let mut pair = Pair::without_self_lookup();
         assert_eq!(pair.step(false), 1, "the handshake");
         pair.events();
         pair.client.lookup([peer(10), peer(11), peer(12)]);
@@ -623,10 +632,7 @@ mod tests {
 
     #[test]
     fn a_lost_lookup_is_resent_and_a_dead_server_gets_a_new_handshake() {
-        let mut pair = Pair::new(LegacyConfig {
-            observe_self: false,
-            ..LegacyConfig::default()
-        });
+        let mut pair = Pair::without_self_lookup();
         pair.step(false);
         pair.events();
         pair.client.lookup([peer(10)]);
@@ -650,13 +656,8 @@ mod tests {
 
     #[test]
     fn a_late_answer_is_never_taken_for_another_peers() {
-        let mut pair = Pair::new(LegacyConfig {
-            observe_self: false,
-            ..LegacyConfig::default()
-        });
-        pair.server
-            .endpoints
-            .insert(peer(10), at("203.0.113.5:5000"));
+        let mut pair = Pair::without_self_lookup();
+        pair.server_knows_peer_10();
         pair.step(false);
         pair.events();
         pair.client.lookup([peer(10), peer(11)]);
@@ -679,7 +680,7 @@ mod tests {
         pair.client.handle_datagram(pair.now, &slow);
         let answer = pair.server.handle(&lookup, at(ME_AT)).unwrap();
         pair.client.handle_datagram(pair.now, &answer);
-        let endpoint = at("203.0.113.5:5000");
+        let endpoint = at(PEER_10_AT);
         assert_eq!(
             pair.events(),
             vec![
@@ -695,13 +696,8 @@ mod tests {
 
     #[test]
     fn replays_garbage_and_forgeries_change_nothing() {
-        let mut pair = Pair::new(LegacyConfig {
-            observe_self: false,
-            ..LegacyConfig::default()
-        });
-        pair.server
-            .endpoints
-            .insert(peer(10), at("203.0.113.5:5000"));
+        let mut pair = Pair::without_self_lookup();
+        pair.server_knows_peer_10();
         // A forged response while the handshake is pending does not spoil it.
         let init = pair.client.poll_transmit(pair.now, pair.wall).unwrap();
         let mut forged = vec![2u8; 53];
