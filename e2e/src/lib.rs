@@ -1,6 +1,7 @@
 //! Network-namespace test bed for wgpunch end-to-end tests.
 //!
-//! Builds topologies out of network namespaces ([`Netns`]), veth pairs and bridges ([`Switch`]),
+//! Builds topologies out of network namespaces ([`Netns`]), veth pairs and bridges ([`Switch`])
+//! (the plainest, two WireGuard peers and a server's namespace on one switch, is [`Lan`]),
 //! runs processes inside them ([`Process`]), drives userspace WireGuard ([`WgInterface`], or
 //! [`WgQuick`] from a configuration file) and the binaries under test ([`Server`], [`client_cmd`],
 //! `scripts/mesh` and the directory it generates: [`MeshDir`]). Everything it creates carries
@@ -29,6 +30,7 @@
 mod bins;
 mod cmd;
 mod ids;
+mod lan;
 mod mesh;
 mod mesh_check;
 mod nat;
@@ -44,6 +46,7 @@ mod wgquick;
 pub use bins::{bin_dir, binary, client_binary, server_binary, workspace_root, CLIENT, SERVER};
 pub use cmd::{Cmd, Output, DEFAULT_TIMEOUT};
 pub use ids::{global_ifname, netns_name, unique_suffix, IFNAME_MAX};
+pub use lan::{Lan, LAN_A_IP, LAN_B_IP, LAN_SERVER_IP};
 pub use mesh::{env_vars, mesh_ok, mesh_script, run_mesh, sections, MeshDir, MeshNode, Section};
 pub use mesh_check::{check_mesh, ensure_env_matches_client, ensure_no_private_key, ExpectedMesh};
 pub use nat::{
@@ -59,7 +62,7 @@ pub use wg::{
     parse_endpoints, parse_latest_handshakes, parse_persistent_keepalives, public_key_of,
     random_listen_port, socket_path, WgInterface, WgKeys, UAPI_DIR,
 };
-pub use wgpunch::{client_cmd, Server, SERVER_PORT};
+pub use wgpunch::{client_cmd, Server, ServerFiles, SERVER_PORT};
 pub use wgquick::{wireguard_go_pids, WgQuick};
 
 /// Unwraps a check's result, panicking with the whole error chain.

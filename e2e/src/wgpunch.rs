@@ -2,11 +2,12 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::bins::{client_binary, server_binary};
+use crate::bins::{binary, client_binary};
 use crate::cmd::Cmd;
 use crate::netns::Netns;
 use crate::process::Process;
@@ -18,6 +19,47 @@ pub const SERVER_PORT: u16 = 51818;
 
 /// How long the server may take to bind its sockets.
 pub const SERVER_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a server run as `nobody` reads, in a directory owned by `nobody` so that it can whatever
+/// the permissions on the path to the workspace: a copy of its binary and a fresh private key
+/// from `wg genkey` in a file of mode 0600.
+#[derive(Debug)]
+pub struct ServerFiles {
+    /// The directory, removed on drop.
+    pub dir: TempDir,
+    /// The copy of the binary, mode 0755.
+    pub program: PathBuf,
+    /// The server's keys.
+    pub keys: WgKeys,
+    /// The file holding the private key (`server.key`).
+    pub key_file: PathBuf,
+}
+
+impl ServerFiles {
+    /// Copies the workspace's binary `name` (see [`binary`]) into a new directory labelled
+    /// `label`, next to a new key file.
+    pub fn stage(name: &str, label: &str) -> Result<Self> {
+        let source = binary(name)?;
+        let dir = TempDir::new(label)?;
+        dir.chown_to_nobody()?;
+        let program = dir.join(name);
+        std::fs::copy(&source, &program)
+            .with_context(|| format!("copying {} to {}", source.display(), program.display()))?;
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} executable", program.display()))?;
+
+        let keys = WgKeys::generate()?;
+        let key_file = dir.join("server.key");
+        write_secret_file(&key_file, &format!("{}\n", keys.private()))?;
+        chown_to_nobody(&key_file)?;
+        Ok(Self {
+            dir,
+            program,
+            keys,
+            key_file,
+        })
+    }
+}
 
 /// A running `wgpunch-server`, unprivileged, with a key from `wg genkey`.
 #[derive(Debug)]
@@ -41,22 +83,14 @@ impl Server {
     /// Like [`Server::start`], with more arguments (`--compat natpunch-go --allowed-keys F`, ...).
     /// Files they name must be readable by `nobody`.
     pub fn start_with_args(ns: &Netns, listen: &[SocketAddr], args: &[&str]) -> Result<Self> {
-        let source = server_binary()?;
-        let dir = TempDir::new("server")?;
-        dir.chown_to_nobody()?;
-        let binary = dir.join(crate::bins::SERVER);
-        std::fs::copy(&source, &binary)
-            .with_context(|| format!("copying {} to {}", source.display(), binary.display()))?;
-        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("making {} executable", binary.display()))?;
-
-        let keys = WgKeys::generate()?;
-        let key_file = dir.join("server.key");
-        write_secret_file(&key_file, &format!("{}\n", keys.private()))?;
-        chown_to_nobody(&key_file)?;
-
+        let ServerFiles {
+            dir,
+            program,
+            keys,
+            key_file,
+        } = ServerFiles::stage(crate::bins::SERVER, "server")?;
         let mut cmd = ns
-            .cmd(binary.to_str().context("non-UTF-8 temporary path")?)?
+            .cmd(program.to_str().context("non-UTF-8 temporary path")?)?
             .as_nobody();
         for addr in listen {
             cmd = cmd.arg("--listen").arg(addr.to_string());

@@ -5,18 +5,10 @@
 //! (198.51.100.2) and `b` (198.51.100.3), each with a `wireguard-go` interface (192.0.2.1/24 and
 //! 192.0.2.2/24, random listen ports) that lists the other as a peer without an endpoint.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use wgpunch_e2e::{
-    client_cmd, expect_ok, global_ifname, Netns, Output, Process, Server, Switch, WgInterface,
-    SERVER_PORT,
-};
-
-const SERVER_IP: &str = "198.51.100.1";
-const A_IP: &str = "198.51.100.2";
-const B_IP: &str = "198.51.100.3";
+use wgpunch_e2e::{client_cmd, expect_ok, global_ifname, Lan, Netns, Output, Process, Server};
 
 /// The client's default persistent keepalive.
 const DEFAULT_KEEPALIVE: u16 = 25;
@@ -27,46 +19,9 @@ const CLIENT_SLACK: Duration = Duration::from_secs(10);
 /// Budget for a ping across the tunnel once the endpoints are set.
 const PING_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn server_addr() -> SocketAddr {
-    SocketAddr::new(SERVER_IP.parse().expect("valid IP"), SERVER_PORT)
-}
-
-struct Lan {
-    _switch: Switch,
-    server: Netns,
-    a: Netns,
-    b: Netns,
-    wg_a: WgInterface,
-    wg_b: WgInterface,
-}
-
-/// The switch, three namespaces and the two WireGuard peers, no server running yet.
-fn lan() -> Result<Lan> {
-    let switch = Switch::new("sw")?;
-    let server = Netns::new("server")?;
-    let a = Netns::new("a")?;
-    let b = Netns::new("b")?;
-    switch.attach(&server, "eth0", &[&format!("{SERVER_IP}/24")])?;
-    switch.attach(&a, "eth0", &[&format!("{A_IP}/24")])?;
-    switch.attach(&b, "eth0", &[&format!("{B_IP}/24")])?;
-
-    let wg_a = WgInterface::start(&a, "192.0.2.1/24", None)?;
-    let wg_b = WgInterface::start(&b, "192.0.2.2/24", None)?;
-    wg_a.add_peer(wg_b.public_key(), &["192.0.2.2/32"])?;
-    wg_b.add_peer(wg_a.public_key(), &["192.0.2.1/32"])?;
-    Ok(Lan {
-        _switch: switch,
-        server,
-        a,
-        b,
-        wg_a,
-        wg_b,
-    })
-}
-
 /// Starts `wgpunch-client OPTIONS IFACE 198.51.100.1:51818 PUBKEY` in `ns`.
 fn start_client(ns: &Netns, options: &[&str], iface: &str, server_key: &str) -> Result<Process> {
-    client_cmd(ns, options, iface, server_addr(), server_key)?
+    client_cmd(ns, options, iface, Lan::server_addr(), server_key)?
         .spawn(&format!("wgpunch-client in {}", ns.label()))
 }
 
@@ -91,34 +46,11 @@ fn check_discovery(lan: &Lan, server: &Server) -> Result<()> {
     ensure_exit(&out_a, 0, Some(server))?;
     ensure_exit(&out_b, 0, Some(server))?;
 
-    let b_seen_by_a = lan.wg_a.endpoint(lan.wg_b.public_key())?;
-    let a_seen_by_b = lan.wg_b.endpoint(lan.wg_a.public_key())?;
-    let b_expected: SocketAddr = format!("{B_IP}:{}", lan.wg_b.listen_port()).parse()?;
-    let a_expected: SocketAddr = format!("{A_IP}:{}", lan.wg_a.listen_port()).parse()?;
-    ensure!(
-        b_seen_by_a == Some(b_expected),
-        "a's endpoint for b is {b_seen_by_a:?}, expected {b_expected}"
-    );
-    ensure!(
-        a_seen_by_b == Some(a_expected),
-        "b's endpoint for a is {a_seen_by_b:?}, expected {a_expected}"
-    );
-    for (wg, peer) in [(&lan.wg_a, &lan.wg_b), (&lan.wg_b, &lan.wg_a)] {
-        let keepalive = wg.persistent_keepalives()?[peer.public_key()];
-        ensure!(
-            keepalive == Some(DEFAULT_KEEPALIVE),
-            "{}'s keepalive for its peer is {keepalive:?}, expected {DEFAULT_KEEPALIVE}",
-            wg.name()
-        );
-    }
+    lan.ensure_endpoints(DEFAULT_KEEPALIVE)?;
 
-    lan.a
-        .ping_until("192.0.2.2", PING_TIMEOUT)
-        .context("ping a -> b through the tunnel")?;
+    lan.ping_a_to_b(PING_TIMEOUT)?;
     let first_ping = started.elapsed();
-    lan.b
-        .ping_until("192.0.2.1", PING_TIMEOUT)
-        .context("ping b -> a through the tunnel")?;
+    lan.ping_b_to_a(PING_TIMEOUT)?;
     eprintln!(
         "discovery: both clients resolved after {resolved_after:?}; \
          first ping through the tunnel {first_ping:?} after starting the clients"
@@ -133,8 +65,8 @@ fn check_discovery(lan: &Lan, server: &Server) -> Result<()> {
 
 #[test]
 fn clients_register_from_the_listen_port_and_set_each_others_endpoints() {
-    let lan = expect_ok(lan());
-    let server = expect_ok(Server::start(&lan.server, &[server_addr()]));
+    let lan = expect_ok(Lan::build());
+    let server = expect_ok(Server::start(&lan.server, &[Lan::server_addr()]));
     expect_ok(check_discovery(&lan, &server));
 }
 
@@ -146,7 +78,7 @@ fn check_no_server(lan: &Lan, server_key: &str) -> Result<()> {
     ensure_exit(&out, 4, None)?;
     let stderr = out.stderr.to_lowercase();
     ensure!(
-        stderr.contains(&server_addr().to_string()) || stderr.contains("server"),
+        stderr.contains(&Lan::server_addr().to_string()) || stderr.contains("server"),
         "stderr does not mention the server: {out}"
     );
     Ok(())
@@ -155,7 +87,7 @@ fn check_no_server(lan: &Lan, server_key: &str) -> Result<()> {
 #[test]
 fn client_exits_4_when_the_server_never_answers() {
     // The server's namespace and address exist, but nothing listens on port 51818.
-    let lan = expect_ok(lan());
+    let lan = expect_ok(Lan::build());
     let unused_server_key = expect_ok(wgpunch_e2e::WgKeys::generate());
     expect_ok(check_no_server(&lan, unused_server_key.public()));
 }
@@ -174,8 +106,8 @@ fn check_missing_interface(lan: &Lan, server: &Server) -> Result<()> {
 
 #[test]
 fn client_exits_1_naming_an_interface_that_does_not_exist() {
-    let lan = expect_ok(lan());
-    let server = expect_ok(Server::start(&lan.server, &[server_addr()]));
+    let lan = expect_ok(Lan::build());
+    let server = expect_ok(Server::start(&lan.server, &[Lan::server_addr()]));
     expect_ok(check_missing_interface(&lan, &server));
 }
 
@@ -209,7 +141,7 @@ fn check_unregistered_peer(lan: &Lan, server: &Server) -> Result<()> {
 #[test]
 fn client_exits_3_naming_a_peer_that_never_registers() {
     // b's client is never run, so the server never learns b's endpoint.
-    let lan = expect_ok(lan());
-    let server = expect_ok(Server::start(&lan.server, &[server_addr()]));
+    let lan = expect_ok(Lan::build());
+    let server = expect_ok(Server::start(&lan.server, &[Lan::server_addr()]));
     expect_ok(check_unregistered_peer(&lan, &server));
 }

@@ -19,17 +19,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use wgpunch_e2e::{
-    binary, chown_to_nobody, client_cmd, expect_ok, server_addr, write_secret_file, NatKind,
-    NatWorld, Netns, Output, Process, Server, Site, Switch, TempDir, WgInterface, WgKeys,
-    SERVER_PORT,
+    client_cmd, expect_ok, server_addr, Lan, NatKind, NatWorld, Netns, Output, Process, Server,
+    ServerFiles, Site, TempDir, WgKeys, SERVER_PORT,
 };
 
 /// The test server's binary.
 const NATPUNCH_GO_SERVER: &str = "natpunch-go-server";
-
-const SERVER_IP: &str = "198.51.100.1";
-const A_IP: &str = "198.51.100.2";
-const B_IP: &str = "198.51.100.3";
 
 /// `--timeout` of the one-shot clients.
 const CLIENT_TIMEOUT_SECS: u64 = 30;
@@ -57,19 +52,12 @@ impl NatpunchGoServer {
     /// Starts `natpunch-go-server PORT KEY_FILE` in `ns` and waits until it listens and has
     /// printed the public key that `wg pubkey` gives for its private key.
     fn start(ns: &Netns, port: u16) -> Result<Self> {
-        let source = binary(NATPUNCH_GO_SERVER)?;
-        let dir = TempDir::new("natpunch-go")?;
-        dir.chown_to_nobody()?;
-        let program = dir.join(NATPUNCH_GO_SERVER);
-        std::fs::copy(&source, &program)
-            .with_context(|| format!("copying {} to {}", source.display(), program.display()))?;
-        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("making {} executable", program.display()))?;
-        let keys = WgKeys::generate()?;
-        let key_file = dir.join("server.key");
-        write_secret_file(&key_file, &format!("{}\n", keys.private()))?;
-        chown_to_nobody(&key_file)?;
-
+        let ServerFiles {
+            dir,
+            program,
+            keys,
+            key_file,
+        } = ServerFiles::stage(NATPUNCH_GO_SERVER, "natpunch-go")?;
         let mut process = ns
             .cmd(program.to_str().context("non-UTF-8 temporary path")?)?
             .as_nobody()
@@ -160,52 +148,21 @@ fn run_both(
     Ok((out_a, out_b, started.elapsed()))
 }
 
-struct Lan {
-    _switch: Switch,
-    server: Netns,
-    a: Netns,
-    b: Netns,
-    wg_a: WgInterface,
-    wg_b: WgInterface,
-}
-
-/// A switch with the server's namespace and two WireGuard peers listing each other.
-fn lan() -> Result<Lan> {
-    let switch = Switch::new("sw")?;
-    let server = Netns::new("npg-server")?;
-    let a = Netns::new("a")?;
-    let b = Netns::new("b")?;
-    switch.attach(&server, "eth0", &[&format!("{SERVER_IP}/24")])?;
-    switch.attach(&a, "eth0", &[&format!("{A_IP}/24")])?;
-    switch.attach(&b, "eth0", &[&format!("{B_IP}/24")])?;
-    let wg_a = WgInterface::start(&a, "192.0.2.1/24", None)?;
-    let wg_b = WgInterface::start(&b, "192.0.2.2/24", None)?;
-    wg_a.add_peer(wg_b.public_key(), &["192.0.2.2/32"])?;
-    wg_b.add_peer(wg_a.public_key(), &["192.0.2.1/32"])?;
-    Ok(Lan {
-        _switch: switch,
-        server,
-        a,
-        b,
-        wg_a,
-        wg_b,
-    })
-}
-
 fn check_lan(lan: &Lan, server: &NatpunchGoServer) -> Result<()> {
-    let addr: SocketAddr = format!("{SERVER_IP}:{SERVER_PORT}").parse()?;
     let (out_a, out_b, took) = run_both(
         (&lan.a, lan.wg_a.name()),
         (&lan.b, lan.wg_b.name()),
-        addr,
+        Lan::server_addr(),
         server.public_key(),
     )?;
     out_a.ensure_code(0).with_context(|| server.log_tail())?;
     out_b.ensure_code(0).with_context(|| server.log_tail())?;
 
-    for (wg, ip, peer) in [(&lan.wg_a, A_IP, &lan.wg_b), (&lan.wg_b, B_IP, &lan.wg_a)] {
+    for (wg, own) in [
+        (&lan.wg_a, lan.a_endpoint()?),
+        (&lan.wg_b, lan.b_endpoint()?),
+    ] {
         // The server saw the client at its WireGuard port, from the handshake on.
-        let own: SocketAddr = format!("{ip}:{}", wg.listen_port()).parse()?;
         let recorded = server.recorded(wg.public_key());
         ensure!(
             recorded.first() == Some(&(own, "initiation".to_owned())),
@@ -218,34 +175,17 @@ fn check_lan(lan: &Lan, server: &NatpunchGoServer) -> Result<()> {
             "the server recorded {} at other sources too: {recorded:?}",
             wg.name()
         );
-        let peer_ip = if ip == A_IP { B_IP } else { A_IP };
-        let expected: SocketAddr = format!("{peer_ip}:{}", peer.listen_port()).parse()?;
-        let endpoint = wg.endpoint(peer.public_key())?;
-        ensure!(
-            endpoint == Some(expected),
-            "{}'s endpoint for its peer is {endpoint:?}, expected {expected}",
-            wg.name()
-        );
-        let keepalive = wg.persistent_keepalives()?[peer.public_key()];
-        ensure!(
-            keepalive == Some(DEFAULT_KEEPALIVE),
-            "{}'s keepalive for its peer is {keepalive:?}, expected {DEFAULT_KEEPALIVE}",
-            wg.name()
-        );
     }
-    lan.a
-        .ping_until("192.0.2.2", PING_TIMEOUT)
-        .context("ping a -> b through the tunnel")?;
-    lan.b
-        .ping_until("192.0.2.1", PING_TIMEOUT)
-        .context("ping b -> a through the tunnel")?;
+    lan.ensure_endpoints(DEFAULT_KEEPALIVE)?;
+    lan.ping_a_to_b(PING_TIMEOUT)?;
+    lan.ping_b_to_a(PING_TIMEOUT)?;
     eprintln!("natpunch-go on a LAN: both clients exited 0 after {took:?}");
     Ok(())
 }
 
 #[test]
 fn clients_resolve_each_other_through_a_natpunch_go_server() {
-    let lan = expect_ok(lan());
+    let lan = expect_ok(Lan::build());
     let server = expect_ok(NatpunchGoServer::start(&lan.server, SERVER_PORT));
     expect_ok(check_lan(&lan, &server));
 }
@@ -285,13 +225,12 @@ fn the_timed_barrier_gets_through_two_masquerading_nats() {
 }
 
 fn check_wrong_key(lan: &Lan, server: &NatpunchGoServer) -> Result<()> {
-    let addr: SocketAddr = format!("{SERVER_IP}:{SERVER_PORT}").parse()?;
     let wrong = WgKeys::generate()?;
     let mut client = client_cmd(
         &lan.a,
         &["--protocol", "natpunch-go", "--timeout", "3"],
         lan.wg_a.name(),
-        addr,
+        Lan::server_addr(),
         wrong.public(),
     )?
     .spawn("wgpunch-client --protocol natpunch-go with a wrong server key")?;
@@ -311,7 +250,7 @@ fn check_wrong_key(lan: &Lan, server: &NatpunchGoServer) -> Result<()> {
 
 #[test]
 fn a_wrong_server_key_gets_exit_4() {
-    let lan = expect_ok(lan());
+    let lan = expect_ok(Lan::build());
     let server = expect_ok(NatpunchGoServer::start(&lan.server, SERVER_PORT));
     expect_ok(check_wrong_key(&lan, &server));
 }
