@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use wgpunch_e2e::{
-    client_cmd, expect_ok, server_addr, Lan, NatKind, NatWorld, Netns, Output, Process, Server,
-    ServerFiles, Site, TempDir, WgKeys, SERVER_PORT,
+    client_cmd, expect_ok, server_addr, EndpointCheck, Lan, NatKind, NatWorld, Netns, Output,
+    Process, Server, ServerFiles, Site, TempDir, WgKeys, SERVER_PORT,
 };
 
 /// The test server's binary.
@@ -82,6 +82,11 @@ impl NatpunchGoServer {
         })
     }
 
+    /// Starts it in `world`'s server namespace, on the port of [`server_addr`].
+    fn start_in(world: &NatWorld) -> Result<Self> {
+        Self::start(world.server_netns(), server_addr().port())
+    }
+
     fn public_key(&self) -> &str {
         self.keys.public()
     }
@@ -128,21 +133,29 @@ fn start_client_speaking(
     ))
 }
 
-/// Starts `wgpunch-client --protocol natpunch-go --timeout 30 IFACE SERVER PUBKEY` in `ns`.
-fn start_client(ns: &Netns, iface: &str, server: SocketAddr, key: &str) -> Result<Process> {
-    start_client_speaking("natpunch-go", ns, iface, server, key)
+/// Runs two `--protocol natpunch-go` clients at once until both exit; returns their outputs and
+/// how long that took.
+fn run_both(
+    a: (&Netns, &str),
+    b: (&Netns, &str),
+    server: SocketAddr,
+    key: &str,
+) -> Result<(Output, Output, Duration)> {
+    run_speaking(["natpunch-go", "natpunch-go"], a, b, server, key)
 }
 
-/// Runs two clients at once until both exit; returns their outputs and how long that took.
-fn run_both(
+/// Runs two clients at once, a speaking `protocols[0]` and b `protocols[1]`, until both exit;
+/// returns their outputs and how long that took.
+fn run_speaking(
+    [protocol_a, protocol_b]: [&str; 2],
     (a, a_iface): (&Netns, &str),
     (b, b_iface): (&Netns, &str),
     server: SocketAddr,
     key: &str,
 ) -> Result<(Output, Output, Duration)> {
     let started = Instant::now();
-    let mut client_a = start_client(a, a_iface, server, key)?;
-    let mut client_b = start_client(b, b_iface, server, key)?;
+    let mut client_a = start_client_speaking(protocol_a, a, a_iface, server, key)?;
+    let mut client_b = start_client_speaking(protocol_b, b, b_iface, server, key)?;
     let out_a = client_a.wait_timeout(CLIENT_BUDGET)?;
     let out_b = client_b.wait_timeout(CLIENT_BUDGET.saturating_sub(started.elapsed()))?;
     Ok((out_a, out_b, started.elapsed()))
@@ -190,6 +203,33 @@ fn clients_resolve_each_other_through_a_natpunch_go_server() {
     expect_ok(check_lan(&lan, &server));
 }
 
+/// a behind a port-preserving masquerading NAT, b behind a NAT of kind `b_nat`.
+fn behind_nats(b_nat: NatKind) -> NatWorld {
+    expect_ok(NatWorld::build(
+        Site::Behind(NatKind::Masquerade),
+        Site::Behind(b_nat),
+    ))
+}
+
+/// Fails unless both clients exited 0, each peer's endpoint is the mapping the other's NAT really
+/// uses, and a ping crosses the tunnel both ways; errors carry `server_log` and the world's
+/// diagnostics.
+fn ensure_met(
+    world: &NatWorld,
+    out_a: &Output,
+    out_b: &Output,
+    server_log: impl Fn() -> String,
+) -> Result<[EndpointCheck; 2]> {
+    let (a, b) = (world.a(), world.b());
+    let explain = || format!("{}\n{}", server_log(), world.diagnostics());
+    out_a.ensure_code(0).with_context(explain)?;
+    out_b.ensure_code(0).with_context(explain)?;
+    let checks = world.check_endpoints().with_context(explain)?;
+    a.ping_until(b, PING_TIMEOUT).with_context(explain)?;
+    b.ping_until(a, PING_TIMEOUT).with_context(explain)?;
+    Ok(checks)
+}
+
 fn check_behind_nats(world: &NatWorld, server: &NatpunchGoServer) -> Result<()> {
     let (a, b) = (world.a(), world.b());
     let (out_a, out_b, took) = run_both(
@@ -198,12 +238,7 @@ fn check_behind_nats(world: &NatWorld, server: &NatpunchGoServer) -> Result<()> 
         server_addr(),
         server.public_key(),
     )?;
-    let explain = || format!("{}\n{}", server.log_tail(), world.diagnostics());
-    out_a.ensure_code(0).with_context(explain)?;
-    out_b.ensure_code(0).with_context(explain)?;
-    let checks = world.check_endpoints().with_context(explain)?;
-    a.ping_until(b, PING_TIMEOUT).with_context(explain)?;
-    b.ping_until(a, PING_TIMEOUT).with_context(explain)?;
+    let checks = ensure_met(world, &out_a, &out_b, || server.log_tail())?;
     eprintln!(
         "natpunch-go behind two masquerading NATs: both clients exited 0 after {took:?}; {}; {}",
         checks[0], checks[1]
@@ -213,14 +248,8 @@ fn check_behind_nats(world: &NatWorld, server: &NatpunchGoServer) -> Result<()> 
 
 #[test]
 fn the_timed_barrier_gets_through_two_masquerading_nats() {
-    let world = expect_ok(NatWorld::build(
-        Site::Behind(NatKind::Masquerade),
-        Site::Behind(NatKind::Masquerade),
-    ));
-    let server = expect_ok(NatpunchGoServer::start(
-        world.server_netns(),
-        server_addr().port(),
-    ));
+    let world = behind_nats(NatKind::Masquerade);
+    let server = expect_ok(NatpunchGoServer::start_in(&world));
     expect_ok(check_behind_nats(&world, &server));
 }
 
@@ -280,20 +309,14 @@ fn start_compat_server(world: &NatWorld) -> Result<(Server, TempDir)> {
 
 fn check_mixed(world: &NatWorld, server: &Server) -> Result<()> {
     let (a, b) = (world.a(), world.b());
-    let started = Instant::now();
-    let key = server.public_key();
-    let mut legacy =
-        start_client_speaking("natpunch-go", a.netns(), a.wg().name(), server_addr(), key)?;
-    let mut native = start_client_speaking("native", b.netns(), b.wg().name(), server_addr(), key)?;
-    let out_a = legacy.wait_timeout(CLIENT_BUDGET)?;
-    let out_b = native.wait_timeout(CLIENT_BUDGET.saturating_sub(started.elapsed()))?;
-    let took = started.elapsed();
-    let explain = || format!("{}\n{}", server.log_tail(), world.diagnostics());
-    out_a.ensure_code(0).with_context(explain)?;
-    out_b.ensure_code(0).with_context(explain)?;
-    let checks = world.check_endpoints().with_context(explain)?;
-    a.ping_until(b, PING_TIMEOUT).with_context(explain)?;
-    b.ping_until(a, PING_TIMEOUT).with_context(explain)?;
+    let (out_a, out_b, took) = run_speaking(
+        ["natpunch-go", "native"],
+        (a.netns(), a.wg().name()),
+        (b.netns(), b.wg().name()),
+        server_addr(),
+        server.public_key(),
+    )?;
+    let checks = ensure_met(world, &out_a, &out_b, || server.log_tail())?;
     eprintln!(
         "natpunch-go and native clients through wgpunch-server --compat natpunch-go: both exited 0 \
          after {took:?}; {}; {}",
@@ -304,10 +327,7 @@ fn check_mixed(world: &NatWorld, server: &Server) -> Result<()> {
 
 #[test]
 fn a_natpunch_go_client_and_a_native_one_meet_through_wgpunch_server_in_compat_mode() {
-    let world = expect_ok(NatWorld::build(
-        Site::Behind(NatKind::Masquerade),
-        Site::Behind(NatKind::Masquerade),
-    ));
+    let world = behind_nats(NatKind::Masquerade);
     let (server, _allowed) = expect_ok(start_compat_server(&world));
     expect_ok(check_mixed(&world, &server));
 }
@@ -336,13 +356,7 @@ fn check_symmetric(world: &NatWorld, server: &NatpunchGoServer) -> Result<()> {
 
 #[test]
 fn a_symmetric_nat_gets_exit_5_not_a_claimed_success() {
-    let world = expect_ok(NatWorld::build(
-        Site::Behind(NatKind::Masquerade),
-        Site::Behind(NatKind::Symmetric),
-    ));
-    let server = expect_ok(NatpunchGoServer::start(
-        world.server_netns(),
-        server_addr().port(),
-    ));
+    let world = behind_nats(NatKind::Symmetric);
+    let server = expect_ok(NatpunchGoServer::start_in(&world));
     expect_ok(check_symmetric(&world, &server));
 }
