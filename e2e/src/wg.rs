@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -101,6 +101,8 @@ pub struct WgInterface {
     listen_port: u16,
     process: Process,
     _dir: TempDir,
+    /// The directory of a `wireguard-go` run as `nobody`, holding its socket.
+    _uapi: Option<TempDir>,
 }
 
 impl WgInterface {
@@ -108,9 +110,7 @@ impl WgInterface {
     /// adds `address` (`192.0.2.1/24`) and brings it up. No peers yet.
     pub fn start(ns: &Netns, address: &str, listen_port: Option<u16>) -> Result<Self> {
         let name = global_ifname()?;
-        let listen_port = listen_port.unwrap_or_else(random_listen_port);
-        let dir = TempDir::new(&format!("{name}-keys"))?;
-        let mut process = ns
+        let process = ns
             .cmd("wireguard-go")?
             .args(["-f", &name])
             .env("LOG_LEVEL", "verbose")
@@ -118,8 +118,68 @@ impl WgInterface {
             // it has not.
             .env("WG_PROCESS_FOREGROUND", "1")
             .spawn(&format!("wireguard-go {name} in {}", ns.label()))?;
-
         let socket = socket_path(&name);
+        let iface = Self::started(ns, name, listen_port, process, &socket, None)?;
+        iface.set_up(address)?;
+        Ok(iface)
+    }
+
+    /// Like [`WgInterface::start`], but `wireguard-go` runs as `nobody` holding only
+    /// CAP_NET_ADMIN, so its UAPI socket belongs to `nobody`: what a deployment that runs
+    /// userspace WireGuard and the client as one unprivileged user looks like.
+    ///
+    /// `wireguard-go` can only put its socket in [`UAPI_DIR`], which is root's: it runs in a
+    /// mount namespace of its own where a directory of `nobody`'s is mounted there, and
+    /// `UAPI_DIR/NAME.sock` is a symbolic link to the socket in that directory.
+    pub fn start_as_nobody(ns: &Netns, address: &str, listen_port: Option<u16>) -> Result<Self> {
+        let name = global_ifname()?;
+        let sockets = TempDir::new(&format!("{name}-uapi"))?;
+        sockets.chown_to_nobody()?;
+        std::fs::create_dir_all(UAPI_DIR).with_context(|| format!("creating {UAPI_DIR}"))?;
+        let process = ns
+            .cmd("unshare")?
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(r#"mount --bind "$1" "$2" && shift 2 && exec "$@""#)
+            .arg("sh")
+            .arg(sockets.path())
+            .arg(UAPI_DIR)
+            .args([
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "--inh-caps=-all,+net_admin",
+                "--ambient-caps=-all,+net_admin",
+                "--bounding-set=-all,+net_admin",
+                "--",
+                "wireguard-go",
+                "-f",
+                &name,
+            ])
+            .env("LOG_LEVEL", "verbose")
+            .env("WG_PROCESS_FOREGROUND", "1")
+            .spawn(&format!("wireguard-go {name} as nobody in {}", ns.label()))?;
+        let socket = sockets.join(&format!("{name}.sock"));
+        let link = socket_path(&name);
+        let iface = Self::started(ns, name, listen_port, process, &socket, Some(sockets))?;
+        std::os::unix::fs::symlink(&socket, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), socket.display()))?;
+        iface.set_up(address)?;
+        Ok(iface)
+    }
+
+    /// Waits for `socket` of the started `process` and makes up its keys and listen port; nothing
+    /// is set on the interface yet.
+    fn started(
+        ns: &Netns,
+        name: String,
+        listen_port: Option<u16>,
+        mut process: Process,
+        socket: &Path,
+        uapi: Option<TempDir>,
+    ) -> Result<Self> {
+        let listen_port = listen_port.unwrap_or_else(random_listen_port);
+        let dir = TempDir::new(&format!("{name}-keys"))?;
         let created = wait_until(
             &format!("wireguard-go to create {}", socket.display()),
             STARTUP_TIMEOUT,
@@ -138,18 +198,24 @@ impl WgInterface {
             listen_port,
             process,
             _dir: dir,
+            _uapi: uapi,
         };
-        let key_file = iface._dir.join("private.key");
-        write_secret_file(&key_file, &format!("{}\n", iface.keys.private()))?;
-        iface.wg_set(&[
+        Ok(iface)
+    }
+
+    /// Sets the keys and listen port, adds `address` and brings the link up.
+    fn set_up(&self, address: &str) -> Result<()> {
+        let key_file = self._dir.join("private.key");
+        write_secret_file(&key_file, &format!("{}\n", self.keys.private()))?;
+        self.wg_set(&[
             "private-key".as_ref(),
             key_file.as_os_str(),
             "listen-port".as_ref(),
-            listen_port.to_string().as_ref(),
+            self.listen_port.to_string().as_ref(),
         ])?;
-        ns.addr_add(&iface.name, address)?;
-        ns.link_up(&iface.name)?;
-        Ok(iface)
+        self.ns.addr_add(&self.name, address)?;
+        self.ns.link_up(&self.name)?;
+        Ok(())
     }
 
     /// The interface name (`wg<pid>n<n>`).
@@ -250,7 +316,8 @@ impl Drop for WgInterface {
     fn drop(&mut self) {
         let _ = self.process.stop();
         let socket = socket_path(&self.name);
-        if socket.exists() {
+        // Not `exists()`: that follows a link, and a link to a removed socket must go too.
+        if std::fs::symlink_metadata(&socket).is_ok() {
             if let Err(e) = std::fs::remove_file(&socket) {
                 eprintln!("e2e cleanup: removing {}: {e}", socket.display());
             }

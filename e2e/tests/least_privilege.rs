@@ -2,40 +2,56 @@
 //! raw sockets are open.
 //!
 //! Topology as in `discovery.rs`: one switch, the server (as `nobody`) at 198.51.100.1, hosts `a`
-//! and `b` with wireguard-go interfaces. wireguard-go makes its UAPI socket root's, mode 0700, and
-//! drops it if its attributes change, so a userspace interface can only be reached as uid 0: the
-//! client on `a` runs as uid 0 stripped of every capability but those two (the socket's owner
-//! needs no CAP_DAC_OVERRIDE). With kernel WireGuard the same two capabilities suffice for any
-//! user; this machine has no kernel WireGuard to show it.
+//! and `b` with wireguard-go interfaces. The client on `a` runs with those two capabilities only,
+//! twice:
+//! - as `nobody`, next to a wireguard-go that also runs as `nobody` (with CAP_NET_ADMIN alone), so
+//!   that its UAPI socket is `nobody`'s: no root anywhere on `a`'s side;
+//! - as uid 0 stripped of every other capability, next to a wireguard-go run by root, whose UAPI
+//!   socket is root's with mode 0700 (wireguard-go drops its socket if its owner or mode changes):
+//!   the setup of the systemd units.
+//!
+//! With kernel WireGuard the two capabilities suffice for any user; this machine has no kernel
+//! WireGuard to show it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use wgpunch_e2e::{
-    client_binary, client_cmd, expect_ok, wait_until, Netns, Server, Switch, WgInterface,
-    SERVER_PORT,
+    client_binary, client_cmd, expect_ok, nobody_ids, wait_until, Netns, Server, Switch,
+    WgInterface, SERVER_PORT,
 };
 
 /// CAP_NET_ADMIN and CAP_NET_RAW, as bits of /proc/PID/status's capability masks.
 const CAP_NET_ADMIN: u64 = 1 << 12;
 const CAP_NET_RAW: u64 = 1 << 13;
 
-fn capabilities(pid: u32, field: &str) -> Result<u64> {
+/// A line of /proc/PID/status, without its name.
+fn status_field(pid: u32, field: &str) -> Result<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .context("reading the client's status")?;
     let line = status
         .lines()
-        .find(|l| l.starts_with(field))
+        .find_map(|l| l.strip_prefix(field))
         .with_context(|| format!("no {field} line"))?;
-    let hex = line
-        .split_whitespace()
-        .nth(1)
-        .context("empty capability line")?;
-    Ok(u64::from_str_radix(hex, 16)?)
+    Ok(line.trim().to_owned())
 }
 
-fn check() -> Result<()> {
+fn capabilities(pid: u32, field: &str) -> Result<u64> {
+    let hex = status_field(pid, field)?;
+    Ok(u64::from_str_radix(&hex, 16)?)
+}
+
+/// Who the client on `a` (and `a`'s wireguard-go) runs as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RunAs {
+    /// `nobody`, with wireguard-go as `nobody` too.
+    Nobody,
+    /// uid 0 without any other capability, with wireguard-go as root.
+    StrippedRoot,
+}
+
+fn check(run_as: RunAs) -> Result<()> {
     let switch = Switch::new("sw")?;
     let server_ns = Netns::new("server")?;
     let a = Netns::new("a")?;
@@ -43,7 +59,10 @@ fn check() -> Result<()> {
     switch.attach(&server_ns, "eth0", &["198.51.100.1/24"])?;
     switch.attach(&a, "eth0", &["198.51.100.2/24"])?;
     switch.attach(&b, "eth0", &["198.51.100.3/24"])?;
-    let wg_a = WgInterface::start(&a, "192.0.2.1/24", None)?;
+    let wg_a = match run_as {
+        RunAs::Nobody => WgInterface::start_as_nobody(&a, "192.0.2.1/24", None)?,
+        RunAs::StrippedRoot => WgInterface::start(&a, "192.0.2.1/24", None)?,
+    };
     let wg_b = WgInterface::start(&b, "192.0.2.2/24", None)?;
     wg_a.add_peer(wg_b.public_key(), &["192.0.2.2/32"])?;
     wg_b.add_peer(wg_a.public_key(), &["192.0.2.1/32"])?;
@@ -54,6 +73,10 @@ fn check() -> Result<()> {
     let binary = client_binary()?;
     let mut client_a = a
         .cmd("setpriv")?
+        .args(match run_as {
+            RunAs::Nobody => &["--reuid=nobody", "--regid=nogroup", "--clear-groups"][..],
+            RunAs::StrippedRoot => &[][..],
+        })
         .args([
             "--inh-caps=-all,+net_raw,+net_admin",
             "--ambient-caps=-all,+net_raw,+net_admin",
@@ -85,6 +108,15 @@ fn check() -> Result<()> {
     .with_context(|| format!("{}\n{}", client_a.log_tail(), server.log_tail()))?;
 
     let pid = client_a.pid();
+    let uid = match run_as {
+        RunAs::Nobody => nobody_ids()?.0,
+        RunAs::StrippedRoot => 0,
+    };
+    let uids = status_field(pid, "Uid:")?;
+    ensure!(
+        uids.split_whitespace().all(|u| u == uid.to_string()),
+        "the client runs as uids {uids}, not {uid}"
+    );
     for field in ["CapEff:", "CapPrm:"] {
         let caps = capabilities(pid, field)?;
         ensure!(
@@ -108,6 +140,11 @@ fn check() -> Result<()> {
 }
 
 #[test]
-fn the_client_works_with_two_capabilities_and_gives_up_net_raw() {
-    expect_ok(check());
+fn a_non_root_client_with_two_capabilities_drives_its_users_wireguard_go() {
+    expect_ok(check(RunAs::Nobody));
+}
+
+#[test]
+fn a_root_client_stripped_to_two_capabilities_works_and_gives_up_net_raw() {
+    expect_ok(check(RunAs::StrippedRoot));
 }
