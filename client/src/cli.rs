@@ -65,6 +65,8 @@ pub struct Cli {
     pub server_key: String,
 
     /// Keep running: refresh the registration and re-resolve peers whose handshake goes stale.
+    /// Default: one-shot (resolve every peer once, then exit). WGPUNCH_CONTINUOUS takes true or
+    /// false.
     #[arg(short, long, env = "WGPUNCH_CONTINUOUS")]
     pub continuous: bool,
 
