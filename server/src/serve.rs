@@ -134,8 +134,10 @@ async fn receive_loop(
             Err(e) => return Err(e),
         };
         {
-            let (now, wall) = (Instant::now(), SystemTime::now());
             let mut server = lock(&server);
+            // Read the clock under the lock, so the core never sees time run backwards between
+            // the batches of different sockets.
+            let (now, wall) = (Instant::now(), SystemTime::now());
             for (meta, buffer) in meta.iter().zip(&buffers).take(count) {
                 let filled = buffer.get(..meta.len).unwrap_or_default();
                 for datagram in segments(filled, meta.stride) {
