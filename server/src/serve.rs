@@ -16,6 +16,9 @@ use wgpunch_common::server::{Server, Stats};
 /// How often expired state is dropped.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
+/// An expiry pass longer than this is logged (at debug level).
+const SLOW_EXPIRY: Duration = Duration::from_millis(20);
+
 /// How often counters are logged (when they changed).
 const STATS_EVERY: Duration = Duration::from_secs(60);
 
@@ -190,16 +193,25 @@ async fn housekeeping(server: Arc<Mutex<Server>>) -> io::Result<()> {
     let mut logged_legacy = LegacyStats::default();
     loop {
         expire.tick().await;
-        let (stats, legacy, registrations, sessions) = {
+        let (stats, legacy, registrations, sessions, expiry) = {
             let mut server = lock(&server);
-            server.expire(Instant::now());
+            let started = Instant::now();
+            server.expire(started);
             (
                 server.stats().clone(),
                 server.legacy_stats().clone(),
                 server.registry().len(),
                 server.session_count(),
+                started.elapsed(),
             )
         };
+        // Expiry scans every table while every socket waits; say so when that gets long.
+        if expiry >= SLOW_EXPIRY {
+            debug!(
+                millis = expiry.as_millis(),
+                registrations, "expiry held the server for a while"
+            );
+        }
         if last_log.elapsed() >= STATS_EVERY && (stats != logged || legacy != logged_legacy) {
             let dropped = stats.malformed
                 + stats.bad_mac1
