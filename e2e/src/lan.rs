@@ -37,6 +37,14 @@ pub struct Lan {
 impl Lan {
     /// Builds the switch, the three namespaces and the two WireGuard peers.
     pub fn build() -> Result<Self> {
+        Self::build_with(WgInterface::start)
+    }
+
+    /// Like [`Lan::build`], with a's interface started by `start_a` (for example
+    /// [`WgInterface::start_as_nobody`]) instead of [`WgInterface::start`].
+    pub fn build_with(
+        start_a: fn(&Netns, &str, Option<u16>) -> Result<WgInterface>,
+    ) -> Result<Self> {
         let switch = Switch::new("sw")?;
         let server = Netns::new("server")?;
         let a = Netns::new("a")?;
@@ -44,7 +52,7 @@ impl Lan {
         switch.attach(&server, "eth0", &[&format!("{LAN_SERVER_IP}/24")])?;
         switch.attach(&a, "eth0", &[&format!("{LAN_A_IP}/24")])?;
         switch.attach(&b, "eth0", &[&format!("{LAN_B_IP}/24")])?;
-        let wg_a = WgInterface::start(&a, "192.0.2.1/24", None)?;
+        let wg_a = start_a(&a, "192.0.2.1/24", None)?;
         let wg_b = WgInterface::start(&b, "192.0.2.2/24", None)?;
         wg_a.add_peer(wg_b.public_key(), &["192.0.2.2/32"])?;
         wg_b.add_peer(wg_a.public_key(), &["192.0.2.1/32"])?;

@@ -13,13 +13,11 @@
 //! With kernel WireGuard the two capabilities suffice for any user; this machine has no kernel
 //! WireGuard to show it.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use wgpunch_e2e::{
-    client_binary, client_cmd, expect_ok, nobody_ids, wait_until, Netns, Server, Switch,
-    WgInterface, SERVER_PORT,
+    client_binary, client_cmd, expect_ok, nobody_ids, wait_until, Lan, Server, WgInterface,
 };
 
 /// CAP_NET_ADMIN and CAP_NET_RAW, as bits of /proc/PID/status's capability masks.
@@ -52,22 +50,13 @@ enum RunAs {
 }
 
 fn check(run_as: RunAs) -> Result<()> {
-    let switch = Switch::new("sw")?;
-    let server_ns = Netns::new("server")?;
-    let a = Netns::new("a")?;
-    let b = Netns::new("b")?;
-    switch.attach(&server_ns, "eth0", &["198.51.100.1/24"])?;
-    switch.attach(&a, "eth0", &["198.51.100.2/24"])?;
-    switch.attach(&b, "eth0", &["198.51.100.3/24"])?;
-    let wg_a = match run_as {
-        RunAs::Nobody => WgInterface::start_as_nobody(&a, "192.0.2.1/24", None)?,
-        RunAs::StrippedRoot => WgInterface::start(&a, "192.0.2.1/24", None)?,
-    };
-    let wg_b = WgInterface::start(&b, "192.0.2.2/24", None)?;
-    wg_a.add_peer(wg_b.public_key(), &["192.0.2.2/32"])?;
-    wg_b.add_peer(wg_a.public_key(), &["192.0.2.1/32"])?;
-    let server_addr = SocketAddr::new("198.51.100.1".parse()?, SERVER_PORT);
-    let server = Server::start(&server_ns, &[server_addr])?;
+    let lan = Lan::build_with(match run_as {
+        RunAs::Nobody => WgInterface::start_as_nobody,
+        RunAs::StrippedRoot => WgInterface::start,
+    })?;
+    let (a, wg_a, wg_b) = (&lan.a, &lan.wg_a, &lan.wg_b);
+    let server_addr = Lan::server_addr();
+    let server = Server::start(&lan.server, &[server_addr])?;
     let key = server.public_key();
 
     let binary = client_binary()?;
@@ -93,10 +82,10 @@ fn check(run_as: RunAs) -> Result<()> {
             key,
         ])
         .spawn("wgpunch-client with two capabilities in a")?;
-    let mut client_b = client_cmd(&b, &["--timeout", "20"], wg_b.name(), server_addr, key)?
+    let mut client_b = client_cmd(&lan.b, &["--timeout", "20"], wg_b.name(), server_addr, key)?
         .spawn("wgpunch-client in b")?;
 
-    let b_expected: SocketAddr = format!("198.51.100.3:{}", wg_b.listen_port()).parse()?;
+    let b_expected = lan.b_endpoint()?;
     wait_until(
         "the unprivileged client to set b's endpoint",
         Duration::from_secs(20),
@@ -134,8 +123,7 @@ fn check(run_as: RunAs) -> Result<()> {
     }
     let out_b = client_b.wait_timeout(Duration::from_secs(30))?;
     out_b.ensure_code(0)?;
-    a.ping_until("192.0.2.2", Duration::from_secs(15))
-        .context("ping a -> b through the tunnel")?;
+    lan.ping_a_to_b(Duration::from_secs(15))?;
     Ok(())
 }
 
