@@ -13,7 +13,7 @@ use anyhow::{ensure, Context, Result};
 
 use crate::bins::client_binary;
 use crate::cmd::{Cmd, Output};
-use crate::mesh::{env_vars, sections, MeshDir, MeshNode, Section};
+use crate::mesh::{sections, MeshDir, MeshNode, Section};
 use crate::wg::WgInterface;
 
 fn mode(path: &Path) -> Result<u32> {
@@ -114,11 +114,11 @@ fn check_node(
 ) -> Result<()> {
     let conf = dir.conf(node);
     let env = dir.env(node);
-    ensure_mode(&dir.root().join(&node.name), 0o700)?;
+    ensure_mode(&dir.node_dir(node), 0o700)?;
     for file in [
         conf.clone(),
         env.clone(),
-        dir.root().join(&node.name).join("INSTALL"),
+        dir.node_dir(node).join("INSTALL"),
         dir.root().join("keys").join(format!("{}.key", node.name)),
         dir.root().join("keys").join(format!("{}.pub", node.name)),
     ] {
@@ -216,7 +216,7 @@ fn check_node(
     );
 
     // The client's settings.
-    let vars = env_vars(&fs::read_to_string(&env)?)?;
+    let vars = dir.env_vars(node)?;
     ensure!(
         vars == [
             ("WGPUNCH_SERVER".to_owned(), expected.server.to_owned()),

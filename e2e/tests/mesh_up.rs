@@ -3,15 +3,14 @@
 //! `wgpunch-client` with the settings of the generated env file; every node must then ping every
 //! other one through the tunnel. `mesh_script.rs` checks the generated files themselves.
 
-use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use wgpunch_e2e::{
-    client_cmd, env_vars, expect_ok, global_ifname, mesh_ok, parse_endpoints, server_addr,
-    socket_path, wait_until, wireguard_go_pids, Host, Internet, MeshDir, MeshNode, NatKind, Netns,
-    Process, Server, TempDir, WgQuick, HOST_IF, SERVER_IP,
+    client_cmd, expect_ok, global_ifname, mesh_ok, parse_endpoints, server_addr, socket_path,
+    wait_until, wireguard_go_pids, Host, Internet, MeshDir, MeshNode, NatKind, Netns, Process,
+    Server, TempDir, WgQuick, HOST_IF, SERVER_IP,
 };
 
 /// The one-shot client's default `--timeout` (the generated env file leaves it alone).
@@ -85,8 +84,7 @@ fn mesh_bed(names: &[&str]) -> Result<MeshBed> {
 /// `wgpunch-client IFACE $WGPUNCH_SERVER $WGPUNCH_SERVER_KEY` with every other variable of the
 /// node's env file in its environment, as the systemd units run it.
 fn start_client(bed: &MeshBed, node: &BedNode) -> Result<Process> {
-    let env = fs::read_to_string(bed.dir.env(&node.node))?;
-    let vars = env_vars(&env)?;
+    let vars = bed.dir.env_vars(&node.node)?;
     let get = |name: &str| {
         vars.iter()
             .find(|(k, _)| k == name)
