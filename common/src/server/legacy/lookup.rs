@@ -43,7 +43,7 @@ impl Server {
             entry.confirmed = true;
             self.legacy_confirm(client, lookup.index);
         }
-        self.legacy_record(client, from, now, config);
+        self.legacy_record(client, from, now);
         self.legacy.stats.lookups += 1;
         let found = self.legacy_find(&client, &request.target, now);
         let v4 = match found.map(canonical) {

@@ -72,20 +72,15 @@ impl Server {
     }
 
     /// Records where an authenticated lookup came from: the legacy client's registration.
-    pub(super) fn legacy_record(
-        &mut self,
-        client: PublicKey,
-        from: SocketAddr,
-        now: Instant,
-        config: LegacyConfig,
-    ) {
+    pub(super) fn legacy_record(&mut self, client: PublicKey, from: SocketAddr, now: Instant) {
         if let Some(seen) = self.legacy.registrations.get_mut(&client) {
             seen.endpoint = from;
             seen.at = now;
             return;
         }
         if self.legacy.registrations.len() >= self.config.max_registrations {
-            self.expire_legacy(now, config);
+            // Only expired registrations can make room here: the other tables need no pass.
+            self.purge_legacy_registrations(now);
             if self.legacy.registrations.len() >= self.config.max_registrations {
                 self.legacy.stats.registrations_full += 1;
                 return;
@@ -109,8 +104,13 @@ impl Server {
             .retain(|_, s| now.saturating_duration_since(s.created) < lifetime);
         let tolerance = self.config.clock_tolerance;
         key_state::expire(&mut legacy.keys, &legacy.sessions, now, tolerance, lifetime);
+        self.purge_legacy_registrations(now);
+    }
+
+    /// Drops the legacy registrations older than the registration TTL.
+    fn purge_legacy_registrations(&mut self, now: Instant) {
         let ttl = self.registry.ttl();
-        legacy
+        self.legacy
             .registrations
             .retain(|_, s| now.saturating_duration_since(s.at) < ttl);
     }
