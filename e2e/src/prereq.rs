@@ -19,6 +19,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("iptables", "iptables"),
     ("ping", "iputils-ping"),
     ("setpriv", "util-linux"),
+    ("unshare", "util-linux"),
+    ("mount", "mount"),
     ("conntrack", "conntrack"),
 ];
 

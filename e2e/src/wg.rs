@@ -19,6 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::cmd::Cmd;
 use crate::ids::{global_ifname, random_u64};
 use crate::netns::{with_log_if_running, Netns};
+use crate::prereq::tool;
 use crate::process::Process;
 use crate::tempdir::{write_secret_file, TempDir};
 use crate::wait::wait_until;
@@ -136,11 +137,14 @@ impl WgInterface {
         let sockets = TempDir::new(&format!("{name}-uapi"))?;
         sockets.chown_to_nobody()?;
         std::fs::create_dir_all(UAPI_DIR).with_context(|| format!("creating {UAPI_DIR}"))?;
+        // Looked up here, so that a missing `mount` fails naming its package.
+        let mount = tool("mount")?;
         let process = ns
             .cmd("unshare")?
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(r#"mount --bind "$1" "$2" && shift 2 && exec "$@""#)
+            .arg(r#""$1" --bind "$2" "$3" && shift 3 && exec "$@""#)
             .arg("sh")
+            .arg(&mount)
             .arg(sockets.path())
             .arg(UAPI_DIR)
             .args([
