@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::handshake::unix_nanos;
 use crate::keys::{PrivateKey, PublicKey};
+use crate::noise::Rng;
 
 use super::limits::Bucket;
 use super::ServerConfig;
@@ -96,6 +97,13 @@ pub(super) fn is_full<S>(
     let sessions_full = sessions.len() >= config.max_sessions && !replaces_own;
     let keys_full = new_key && keys.len() >= config.max_keys;
     sessions_full || keys_full
+}
+
+/// A random session index that `sessions` does not hold yet (`None` after 16 taken ones).
+pub(super) fn free_index<S>(rng: &mut Rng, sessions: &HashMap<u32, S>) -> Option<u32> {
+    (0..16)
+        .map(|_| rng.next_u32())
+        .find(|i| !sessions.contains_key(i))
 }
 
 /// Makes session `index` the key's current one, dropping the one it replaces.

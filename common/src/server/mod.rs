@@ -332,7 +332,7 @@ impl Server {
                 return None;
             }
         }
-        let index = self.free_index()?;
+        let index = key_state::free_index(&mut self.rng, &self.sessions)?;
         let client = accepted.client;
         let timestamp = accepted.timestamp;
         let Ok((session, response)) = accepted.respond(index) else {
@@ -366,12 +366,6 @@ impl Server {
     fn is_full(&self, new_key: bool, replaces_pending: bool) -> bool {
         let (config, sessions, keys) = (&self.config, &self.sessions, &self.keys);
         key_state::is_full(config, sessions, keys, new_key, replaces_pending)
-    }
-
-    fn free_index(&mut self) -> Option<u32> {
-        (0..16)
-            .map(|_| self.rng.next_u32())
-            .find(|i| !self.sessions.contains_key(i))
     }
 
     fn handle_transport(

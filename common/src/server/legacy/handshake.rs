@@ -74,13 +74,9 @@ impl Server {
             }
         }
         // natpunch-go lets the client propose the index; another one is chosen if it is taken.
-        let index = if self.legacy.sessions.contains_key(&accepted.index) {
-            (0..16)
-                .map(|_| self.rng.next_u32())
-                .find(|i| !self.legacy.sessions.contains_key(i))?
-        } else {
-            accepted.index
-        };
+        let index = Some(accepted.index)
+            .filter(|i| !self.legacy.sessions.contains_key(i))
+            .or_else(|| key_state::free_index(&mut self.rng, &self.legacy.sessions))?;
         let timestamp = accepted.timestamp;
         let Ok((session, response)) = accepted.respond(index) else {
             self.legacy.stats.bad_handshake += 1;
