@@ -15,9 +15,9 @@
 //! its own NAT open towards us, so our WireGuard packets do not arrive there unannounced and leave
 //! a conntrack entry that makes the peer's NAT pick another port. natpunch-go's server cannot say.
 //! Instead, a peer counts as holding our endpoint once the server has given the same endpoint for
-//! it for [`Legacy::grace`] (the lookup delay plus a second): the peer is registered, so its client
-//! is running and looks us up at least that often, and punches as soon as it finds us. Until then
-//! the main loop only punches. A stale entry (natpunch-go's server keeps every entry for ever)
+//! it for the grace passed to [`Legacy::new`] (the lookup delay plus a second): the peer is
+//! registered, so its client is running and looks us up at least that often, and punches as soon
+//! as it finds us. Until then the main loop only punches. A stale entry (natpunch-go's server keeps every entry for ever)
 //! still gets its endpoint after the grace, and the wait for the WireGuard handshake tells it
 //! apart (exit status 5).
 
