@@ -173,8 +173,8 @@ impl Accepted {
     }
 
     /// Answers the initiation, giving the session the server-side index `local_index`.
-    pub fn respond(mut self, local_index: u32) -> Result<(Session, Vec<u8>), HandshakeError> {
-        let noise = noise::write_handshake::<NOISE_RESPONSE_LEN>(&mut self.state, &[])?;
+    pub fn respond(self, local_index: u32) -> Result<(Session, Vec<u8>), HandshakeError> {
+        let (noise, transport) = noise::write_response::<NOISE_RESPONSE_LEN>(self.state)?;
         let mut datagram = Vec::new();
         HandshakeResponse {
             sender_index: local_index,
@@ -182,7 +182,6 @@ impl Accepted {
             noise,
         }
         .emit(&mut datagram);
-        let transport = self.state.into_stateless_transport_mode()?;
         Ok((
             Session::new(transport, local_index, self.sender_index),
             datagram,

@@ -108,6 +108,15 @@ pub(crate) fn write_handshake<const N: usize>(
     Ok(message)
 }
 
+/// The responder writes the response (IK message 2), `N` bytes with no payload, which ends the
+/// handshake, and moves on to transport.
+pub(crate) fn write_response<const N: usize>(
+    mut state: HandshakeState,
+) -> Result<([u8; N], StatelessTransportState), HandshakeError> {
+    let message = write_handshake::<N>(&mut state, &[])?;
+    Ok((message, state.into_stateless_transport_mode()?))
+}
+
 /// The responder reads the initiation (IK message 1): the payload (`parse` must accept it; it is
 /// at most `N - 1` bytes, or Noise refuses the message) and the initiator's static key, which the
 /// message has now authenticated.

@@ -120,11 +120,10 @@ impl Accepted {
     }
 
     /// Answers the initiation with session index `index` (the client's own unless taken).
-    pub fn respond(mut self, index: u32) -> Result<(LegacySession, Vec<u8>), HandshakeError> {
-        let noise = noise::write_handshake::<NOISE_RESPONSE_LEN>(&mut self.state, &[])?;
+    pub fn respond(self, index: u32) -> Result<(LegacySession, Vec<u8>), HandshakeError> {
+        let (noise, transport) = noise::write_response::<NOISE_RESPONSE_LEN>(self.state)?;
         let mut datagram = Vec::new();
         HandshakeResponse { index, noise }.emit(&mut datagram);
-        let transport = self.state.into_stateless_transport_mode()?;
         Ok((LegacySession::new(transport, index), datagram))
     }
 }
