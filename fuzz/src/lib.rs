@@ -8,6 +8,7 @@
 
 pub mod client_sim;
 pub mod input;
+pub mod legacy_client_sim;
 pub mod peers_sim;
 pub mod server_sim;
 pub mod world;

@@ -24,7 +24,7 @@ use wgpunch_common::wire::{
     Lookup, LookupReply, Packet, Register, RegisterAck, Reply, Request, Sighting,
 };
 use wgpunch_fuzz::client_sim::{self, ClientOp};
-use wgpunch_fuzz::input::Script;
+use wgpunch_fuzz::legacy_client_sim::{self, LegacyClientOp};
 use wgpunch_fuzz::peers_sim::{self, PeerOp};
 use wgpunch_fuzz::server_sim::{self, ServerOp};
 use wgpunch_fuzz::world;
@@ -675,48 +675,50 @@ fn client_seeds() -> Seeds {
     seeds
 }
 
-/// Scripts for `fuzz_targets/legacy_client.rs` (its header has the format): tag 0 advance
-/// (centis u16), 2 transmit, 3 accept (index u32, flip u16), 4 answer (which u8, found u8, ip
-/// u32, port u16), 5 replay (which u8, flip u16), 6 raw (chunk), 7 lookup (mask u8).
+/// Scripts for the `legacy_client` target (see `wgpunch_fuzz::legacy_client_sim`).
 fn legacy_client_seeds() -> Seeds {
+    use LegacyClientOp::*;
     let mut seeds = Seeds::new("legacy_client");
-    let accept = |s: &mut Script| {
-        s.u8(2).u8(3).u32(7).u16(0).u8(2);
+    let accept = [Transmit, Accept { index: 7, flip: 0 }, Transmit];
+    let answer = |found| {
+        [
+            Answer {
+                which: 0,
+                found,
+                ip: 0xc633_6414,
+                port: 51820,
+            },
+            Transmit,
+        ]
     };
-    let answer = |s: &mut Script, found: u8| {
-        s.u8(4).u8(0).u8(found).u32(0xc633_6414).u16(51820).u8(2);
-    };
-    let mut found = Script::new();
-    found.u8(7).u8(0b11);
-    accept(&mut found);
-    answer(&mut found, 1);
-    answer(&mut found, 1);
-    answer(&mut found, 0);
-    seeds.add("found", found.into_bytes());
+    let mut found = vec![Lookup { mask: 0b11 }];
+    found.extend(accept.clone());
+    found.extend(answer(true));
+    found.extend(answer(true));
+    found.extend(answer(false));
+    seeds.add("found", legacy_client_sim::script(&found));
 
-    let mut retried = Script::new();
-    retried.u8(7).u8(0b1);
-    accept(&mut retried);
+    let mut retried = vec![Lookup { mask: 0b1 }];
+    retried.extend(accept.clone());
     // The self-lookup goes unanswered for a second and is sent again; both sends are answered.
-    retried.u8(0).u16(100).u8(2);
-    answer(&mut retried, 1);
-    answer(&mut retried, 1);
+    retried.extend([Advance { centis: 100 }, Transmit]);
+    retried.extend(answer(true));
+    retried.extend(answer(true));
     // The next lookup needs a new session; the old one's answers are replayed at it.
-    accept(&mut retried);
-    retried.u8(5).u8(1).u16(0).u8(5).u8(2).u16(9);
-    answer(&mut retried, 0);
-    seeds.add("retried", retried.into_bytes());
+    retried.extend(accept.clone());
+    retried.extend([Replay { which: 1, flip: 0 }, Replay { which: 2, flip: 9 }]);
+    retried.extend(answer(false));
+    seeds.add("retried", legacy_client_sim::script(&retried));
 
-    let mut silent = Script::new();
-    silent.u8(7).u8(0b100);
-    accept(&mut silent);
+    let mut silent = vec![Lookup { mask: 0b100 }];
+    silent.extend(accept.clone());
     for _ in 0..6 {
-        silent.u8(0).u16(900).u8(2);
+        silent.extend([Advance { centis: 900 }, Transmit]);
     }
-    silent.u8(6).chunk(&[3; 25]).u8(1).i16(-30);
-    accept(&mut silent);
-    answer(&mut silent, 1);
-    seeds.add("server-silent", silent.into_bytes());
+    silent.extend([Raw { bytes: vec![3; 25] }, StepWall { secs: -30 }]);
+    silent.extend(accept);
+    silent.extend(answer(true));
+    seeds.add("server-silent", legacy_client_sim::script(&silent));
     seeds
 }
 
@@ -833,6 +835,28 @@ mod tests {
         assert!(stats.handshakes >= 3, "{stats:?}");
         let corrupt = server_sim::run(&seed(&seeds, "corrupt"));
         assert!(corrupt.server().stats().bad_transport >= 1);
+    }
+
+    #[test]
+    fn legacy_client_seeds_reach_answers_and_new_sessions() {
+        use wgpunch_common::legacy::client::LegacyEvent;
+        let seeds = legacy_client_seeds();
+        let found = legacy_client_sim::run(&seed(&seeds, "found"));
+        let has = |test: fn(&LegacyEvent) -> bool| found.iter().any(test);
+        assert!(has(|e| matches!(e, LegacyEvent::Observed(_))), "{found:?}");
+        assert!(has(|e| matches!(e, LegacyEvent::Found { .. })), "{found:?}");
+        assert!(
+            has(|e| matches!(e, LegacyEvent::NotFound { .. })),
+            "{found:?}"
+        );
+        for name in ["retried", "server-silent"] {
+            let events = legacy_client_sim::run(&seed(&seeds, name));
+            let sessions = events
+                .iter()
+                .filter(|e| **e == LegacyEvent::Connected)
+                .count();
+            assert_eq!(sessions, 2, "{name} makes a second session: {events:?}");
+        }
     }
 
     #[test]
