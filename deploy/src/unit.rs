@@ -101,16 +101,6 @@ impl Unit {
     pub fn get(&self, section: &str, key: &str) -> Option<&str> {
         self.all(section, key).last().copied()
     }
-
-    /// Every (key, value) of `section`, in order.
-    pub fn entries(&self, section: &str) -> Vec<(&str, &str)> {
-        self.sections
-            .iter()
-            .filter(|(name, _)| name == section)
-            .flat_map(|(_, entries)| entries.iter())
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect()
-    }
 }
 
 /// Replaces the specifiers `%i` and `%I` with `instance` and `%%` with `%`.
