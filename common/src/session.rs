@@ -22,15 +22,81 @@ pub enum SessionError {
     Exhausted,
 }
 
+/// What the sessions of both protocols (wgpunch's and natpunch-go's) share: the transport keys
+/// used with explicit counters, the send counter, and the anti-replay window.
+pub(crate) struct SessionKeys {
+    transport: StatelessTransportState,
+    next_counter: u64,
+    replay: ReplayWindow,
+}
+
+impl SessionKeys {
+    /// Wraps the transport keys of a finished handshake.
+    pub(crate) fn new(transport: StatelessTransportState) -> Self {
+        Self {
+            transport,
+            next_counter: 0,
+            replay: ReplayWindow::new(),
+        }
+    }
+
+    /// The counter the next message sent will carry.
+    pub(crate) fn next_counter(&self) -> u64 {
+        self.next_counter
+    }
+
+    /// Takes the counter for the next message sent; refused once the session has sent as many
+    /// messages as it may.
+    pub(crate) fn take_counter(&mut self) -> Result<u64, SessionError> {
+        if self.next_counter >= REJECT_AFTER_MESSAGES {
+            return Err(SessionError::Exhausted);
+        }
+        let counter = self.next_counter;
+        self.next_counter += 1;
+        Ok(counter)
+    }
+
+    /// Encrypts `plaintext` with `counter` into `out`; returns the length of ciphertext and tag.
+    pub(crate) fn encrypt(
+        &self,
+        counter: u64,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, SessionError> {
+        self.transport
+            .write_message(counter, plaintext, out)
+            .map_err(|_| SessionError::TooLarge)
+    }
+
+    /// Checks `counter` against the window, decrypts `ciphertext` into `out`, then records the
+    /// counter; returns the plaintext length. Forged or replayed messages never move the window.
+    pub(crate) fn open(
+        &mut self,
+        counter: u64,
+        ciphertext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, SessionError> {
+        if !self.replay.check(counter) {
+            return Err(SessionError::Replay);
+        }
+        let len = self
+            .transport
+            .read_message(counter, ciphertext, out)
+            .map_err(|_| SessionError::Decrypt)?;
+        if !self.replay.update(counter) {
+            return Err(SessionError::Replay);
+        }
+        Ok(len)
+    }
+}
+
 /// Transport state of one session, the same on both sides.
 pub struct Session {
-    transport: StatelessTransportState,
+    keys: SessionKeys,
     /// The index the peer puts in messages to us.
     pub local_index: u32,
     /// The index we put in messages to the peer.
     pub remote_index: u32,
-    next_counter: u64,
-    replay: ReplayWindow,
 }
 
 impl std::fmt::Debug for Session {
@@ -38,7 +104,7 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("local_index", &self.local_index)
             .field("remote_index", &self.remote_index)
-            .field("next_counter", &self.next_counter)
+            .field("next_counter", &self.keys.next_counter())
             .finish_non_exhaustive()
     }
 }
@@ -47,11 +113,9 @@ impl Session {
     /// Wraps the transport keys of a finished handshake.
     pub fn new(transport: StatelessTransportState, local_index: u32, remote_index: u32) -> Self {
         Self {
-            transport,
+            keys: SessionKeys::new(transport),
             local_index,
             remote_index,
-            next_counter: 0,
-            replay: ReplayWindow::new(),
         }
     }
 
@@ -60,11 +124,7 @@ impl Session {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(SessionError::TooLarge);
         }
-        if self.next_counter >= REJECT_AFTER_MESSAGES {
-            return Err(SessionError::Exhausted);
-        }
-        let counter = self.next_counter;
-        self.next_counter += 1;
+        let counter = self.keys.take_counter()?;
         let start = out.len();
         Transport::emit_header(self.remote_index, counter, out);
         let body = out.len();
@@ -72,11 +132,7 @@ impl Session {
         let sealed = out
             .get_mut(body..)
             .ok_or(SessionError::TooLarge)
-            .and_then(|buf| {
-                self.transport
-                    .write_message(counter, plaintext, buf)
-                    .map_err(|_| SessionError::TooLarge)
-            });
+            .and_then(|buf| self.keys.encrypt(counter, plaintext, buf));
         match sealed {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -89,16 +145,6 @@ impl Session {
     /// Checks the counter, decrypts, then records the counter; returns the plaintext length
     /// written to `out` (which must hold [`MAX_PLAINTEXT_LEN`] bytes).
     pub fn open(&mut self, message: &Transport<'_>, out: &mut [u8]) -> Result<usize, SessionError> {
-        if !self.replay.check(message.counter) {
-            return Err(SessionError::Replay);
-        }
-        let len = self
-            .transport
-            .read_message(message.counter, message.ciphertext, out)
-            .map_err(|_| SessionError::Decrypt)?;
-        if !self.replay.update(message.counter) {
-            return Err(SessionError::Replay);
-        }
-        Ok(len)
+        self.keys.open(message.counter, message.ciphertext, out)
     }
 }

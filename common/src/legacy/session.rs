@@ -8,8 +8,7 @@ use std::net::SocketAddrV4;
 
 use snow::StatelessTransportState;
 
-use crate::replay::{ReplayWindow, REJECT_AFTER_MESSAGES};
-use crate::session::SessionError;
+use crate::session::{SessionError, SessionKeys};
 
 use super::packet::{
     Answer, Lookup, ANSWER_ENDPOINT_LEN, LOOKUP_CIPHERTEXT_LEN, LOOKUP_PLAINTEXT_LEN, TAG_LEN,
@@ -21,18 +20,16 @@ pub const MAX_PLAINTEXT_LEN: usize = LOOKUP_PLAINTEXT_LEN;
 
 /// Transport state of one natpunch-go session, on either side.
 pub struct LegacySession {
-    transport: StatelessTransportState,
+    keys: SessionKeys,
     /// The session index lookups carry (the one the server's response named).
     pub index: u32,
-    next_nonce: u64,
-    replay: ReplayWindow,
 }
 
 impl std::fmt::Debug for LegacySession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LegacySession")
             .field("index", &self.index)
-            .field("next_nonce", &self.next_nonce)
+            .field("next_nonce", &self.keys.next_counter())
             .finish_non_exhaustive()
     }
 }
@@ -41,10 +38,8 @@ impl LegacySession {
     /// Wraps the transport keys of a finished handshake.
     pub fn new(transport: StatelessTransportState, index: u32) -> Self {
         Self {
-            transport,
+            keys: SessionKeys::new(transport),
             index,
-            next_nonce: 0,
-            replay: ReplayWindow::new(),
         }
     }
 
@@ -54,17 +49,10 @@ impl LegacySession {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(SessionError::TooLarge);
         }
-        if self.next_nonce >= REJECT_AFTER_MESSAGES {
-            return Err(SessionError::Exhausted);
-        }
-        let nonce = self.next_nonce;
+        let nonce = self.keys.take_counter()?;
         let mut buf = [0u8; MAX_PLAINTEXT_LEN + TAG_LEN];
-        let written = self
-            .transport
-            .write_message(nonce, plaintext, &mut buf)
-            .map_err(|_| SessionError::TooLarge)?;
+        let written = self.keys.encrypt(nonce, plaintext, &mut buf)?;
         out.extend_from_slice(buf.get(..written).ok_or(SessionError::TooLarge)?);
-        self.next_nonce += 1;
         Ok(nonce)
     }
 
@@ -77,17 +65,7 @@ impl LegacySession {
         ciphertext: &[u8],
         out: &mut [u8],
     ) -> Result<usize, SessionError> {
-        if !self.replay.check(nonce) {
-            return Err(SessionError::Replay);
-        }
-        let len = self
-            .transport
-            .read_message(nonce, ciphertext, out)
-            .map_err(|_| SessionError::Decrypt)?;
-        if !self.replay.update(nonce) {
-            return Err(SessionError::Replay);
-        }
-        Ok(len)
+        self.keys.open(nonce, ciphertext, out)
     }
 
     /// Client side: the whole lookup datagram asking for `request`.
