@@ -39,6 +39,12 @@ const NATPUNCH_GO_GRACE_SLACK: Duration = Duration::from_secs(1);
 /// In continuous mode, how long without a server before a warning is logged.
 const SILENCE_WARNING: Duration = Duration::from_secs(30);
 
+/// How often peers are looked up: `--delay`, but at least every [`MAX_LOOKUP_INTERVAL`], since
+/// punch confirmations count for 20 s on the server.
+fn lookup_interval(cli: &Cli) -> Duration {
+    cli.delay().min(MAX_LOOKUP_INTERVAL)
+}
+
 /// Resolves `HOST:PORT` to one socket address.
 pub fn resolve_server(server: &str) -> Result<SocketAddr> {
     let mut addrs = server.to_socket_addrs().map_err(|e| {
@@ -112,7 +118,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
                 seed,
             ),
             // The peer looks us up at least this often (if its delay is ours): see discovery.rs.
-            cli.delay().min(MAX_LOOKUP_INTERVAL) + NATPUNCH_GO_GRACE_SLACK,
+            lookup_interval(cli) + NATPUNCH_GO_GRACE_SLACK,
         ))),
     };
     let policy = PeerPolicy::new(cli.continuous, cli.keepalive, cli.handshake_timeout());
@@ -149,8 +155,7 @@ impl Driver<'_> {
                 self.watch(now)?;
             }
             if now >= next_lookup {
-                // Punch confirmations count for 20 s on the server: ask at least every 10 s.
-                next_lookup = now + cli.delay().min(MAX_LOOKUP_INTERVAL);
+                next_lookup = now + lookup_interval(cli);
                 let wanted: Vec<(PublicKey, bool)> = self.peers.wanted().collect();
                 self.client.lookup_with(wanted);
             }
