@@ -25,7 +25,7 @@ use crate::world::{self, Clock};
 
 /// Most operations one input runs.
 pub const MAX_OPS: usize = 128;
-/// Most datagrams the client may send in one burst.
+/// Datagrams in one burst that fail the run: the client never needs this many at once.
 const MAX_SENDS: usize = 8;
 /// Longest raw datagram.
 const MAX_RAW: usize = 200;
@@ -269,7 +269,7 @@ fn transmit(client: &mut LegacyClient, puppet: &mut Puppet, clock: Clock, me: Pu
             Err(e) => panic!("the client sent a malformed datagram ({e}): {datagram:02x?}"),
         }
     }
-    panic!("the client sent more than {MAX_SENDS} datagrams at once");
+    panic!("the client sent {MAX_SENDS} datagrams at once");
 }
 
 /// The puppet answers one of the lookups it received and has not answered yet.
