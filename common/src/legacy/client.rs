@@ -112,12 +112,22 @@ pub enum LegacyEvent {
 
 /// An initiation waiting for its response. Only what rebuilds it is kept: a response is checked
 /// against a fresh copy, so a forged one leaves this untouched.
-#[derive(Debug)]
 struct Pending {
     index: u32,
     timestamp: u64,
+    /// Rebuilds the initiation's ephemeral key: a secret, kept out of `Debug`.
     seed: Seed,
     next_send: Instant,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("index", &self.index)
+            .field("timestamp", &self.timestamp)
+            .field("next_send", &self.next_send)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -789,5 +799,18 @@ mod tests {
                 LegacyEvent::NotFound { peer: peer(10) }
             ]
         );
+    }
+
+    #[test]
+    fn the_pending_handshake_seed_stays_out_of_debug() {
+        let server = PrivateKey::from_bytes([2; 32]).public_key();
+        let private = PrivateKey::from_bytes([1; 32]);
+        let mut client = LegacyClient::new(private, server, LegacyConfig::default(), [3; 32]);
+        assert!(client
+            .poll_transmit(Instant::now(), SystemTime::now())
+            .is_some());
+        let pending = client.pending.as_ref().expect("a handshake is pending");
+        let text = format!("{pending:?}");
+        assert!(!text.contains(&format!("{:?}", pending.seed)), "{text}");
     }
 }
