@@ -20,8 +20,8 @@ pub const EXIT_NO_HANDSHAKE: u8 = 5;
 const AFTER_HELP: &str = "\
 Exit status:
   0  every peer was resolved (or already had a working handshake)
-  1  error: missing privileges, unknown interface, bad server key, ...
-  2  usage error
+  1  error: missing privileges, unknown interface, unknown server name, ...
+  2  usage error, such as a malformed option or server key
   3  the timeout passed with peers unresolved (they are listed)
   4  the server never answered within the timeout
   5  endpoints were set but no WireGuard handshake followed with some peers
@@ -48,7 +48,9 @@ Example:
 /// It registers with the server from the interface's own listen port (through a raw socket, so the
 /// NAT mapping the server sees is the one WireGuard uses), looks up every peer, and sets each
 /// peer's endpoint and persistent keepalive. Peers with a handshake in the last 180 seconds are
-/// left alone. Needs CAP_NET_RAW (raw sockets) and CAP_NET_ADMIN (the interface): run as root.
+/// left alone. Needs CAP_NET_RAW (raw sockets) and CAP_NET_ADMIN (the interface), nothing else,
+/// and gives up CAP_NET_RAW once its sockets are open. With userspace WireGuard it must also run as
+/// the user that owns the UAPI socket: root when wg-quick started wireguard-go.
 #[derive(Debug, Parser)]
 #[command(name = "wgpunch-client", version, about, long_about, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -61,7 +63,7 @@ pub struct Cli {
     pub server: String,
 
     /// The server's public key (base64, as `wgpunch-server --print-public-key` prints it).
-    #[arg(value_name = "SERVER_PUBKEY")]
+    #[arg(value_name = "SERVER_PUBKEY", value_parser = server_key)]
     pub server_key: String,
 
     /// Keep running: refresh the registration and re-resolve peers whose handshake goes stale.
@@ -110,6 +112,13 @@ pub struct Cli {
         default_value = "info"
     )]
     pub log: String,
+}
+
+/// Accepts a server key only in WireGuard's base64 form, so a bad key is a usage error (exit 2).
+fn server_key(text: &str) -> Result<String, String> {
+    text.parse::<wgpunch_common::keys::PublicKey>()
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 impl Cli {
@@ -169,6 +178,14 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_malformed_server_key_is_a_usage_error() {
+        let err =
+            Cli::try_parse_from(["wgpunch-client", "wg0", "demo.example:1", "PUBKEY"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(err.exit_code(), i32::from(EXIT_USAGE));
     }
 
     #[test]

@@ -133,10 +133,29 @@ fn every_unit_passes_systemd_analyze_verify() -> Result<()> {
     Ok(())
 }
 
-/// The client's settings as the example environment file gives them.
+/// A well-formed server key standing in for the template's placeholder.
+const EXAMPLE_KEY: &str = "1rwvlEQkF6vL4jA1gRzlTM7I3tuZHtdq8qkLMwBs8Uw=";
+
+/// The client's settings as the example environment file gives them, with a well-formed key in
+/// place of its placeholder, which must be one the client refuses as a usage error (exit 2, so
+/// the continuous unit does not restart a client that was never configured).
 fn client_env() -> Result<BTreeMap<String, String>> {
     let text = read(&units_dir().join("wgpunch-client.env.example"))?;
-    Ok(env_assignments(&text, false).into_iter().collect())
+    let mut env: BTreeMap<String, String> = env_assignments(&text, false).into_iter().collect();
+    let placeholder = env
+        .insert("WGPUNCH_SERVER_KEY".to_owned(), EXAMPLE_KEY.to_owned())
+        .context("the client template sets no WGPUNCH_SERVER_KEY")?;
+    let refused = wgpunch_client::cli::Cli::try_parse_from([
+        CLIENT,
+        INSTANCE,
+        "discovery.example.net:51818",
+        &placeholder,
+    ]);
+    ensure!(
+        refused.is_err_and(|e| e.exit_code() == 2),
+        "the template's placeholder key {placeholder:?} is not refused as a usage error"
+    );
+    Ok(env)
 }
 
 /// The argument vector of `unit`'s single ExecStart=, for the example settings.
@@ -296,7 +315,7 @@ fn env_templates_name_real_options_with_valid_values() -> Result<()> {
     check_template(
         "wgpunch-client.env.example",
         &wgpunch_client::cli::Cli::command(),
-        &[INSTANCE, "discovery.example.net:51818", "key"],
+        &[INSTANCE, "discovery.example.net:51818", EXAMPLE_KEY],
         &["WGPUNCH_SERVER", "WGPUNCH_SERVER_KEY"],
     )?;
     check_template(

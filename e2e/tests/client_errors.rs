@@ -65,10 +65,15 @@ fn ensure_one_line_error(out: &Output, needle: &str) -> Result<()> {
 }
 
 #[test]
-fn a_malformed_server_key_is_named() {
+fn a_malformed_server_key_is_a_usage_error_that_names_it() {
     let h = expect_ok(host());
     let out = expect_ok(client(&h, &[], h.wg.name(), SERVER, "not-a-key"));
-    expect_ok(ensure_one_line_error(&out, "SERVER_PUBKEY"));
+    expect_ok(out.ensure_code(2));
+    let first = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error:") && first.contains("SERVER_PUBKEY"),
+        "the first line does not name SERVER_PUBKEY: {out}"
+    );
 }
 
 #[test]
