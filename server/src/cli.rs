@@ -74,7 +74,7 @@ pub struct Cli {
 
     /// With --compat natpunch-go: every client that completes a handshake may find every
     /// natpunch-go client, as on a natpunch-go server. Default: off.
-    #[arg(long, requires = "compat", env = "WGPUNCH_COMPAT_TRUST_ALL")]
+    #[arg(long, requires_if("true", "compat"), env = "WGPUNCH_COMPAT_TRUST_ALL")]
     pub compat_trust_all: bool,
 
     /// natpunch-go's second argument, a private key: refused with an explanation, never kept.

@@ -109,3 +109,28 @@ fn a_private_key_on_the_command_line_is_a_usage_error() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn compat_trust_all_set_to_false_in_the_environment_needs_no_compat() {
+    let dir = temp_dir("trust-all-false");
+    let run = |value: &str| {
+        Command::new(BIN)
+            .args(["--print-public-key", "--key-file"])
+            .arg(dir.join("server.key"))
+            .env("WGPUNCH_COMPAT_TRUST_ALL", value)
+            .output()
+            .unwrap()
+    };
+    let off = run("false");
+    assert!(
+        off.status.success(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+    assert_eq!(
+        run("true").status.code(),
+        Some(2),
+        "true still needs --compat"
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
