@@ -238,8 +238,24 @@ impl Server {
             && datagram
                 .first()
                 .is_some_and(|&b| crate::legacy::packet::is_legacy_type(b));
-        let reply = match Packet::parse(datagram) {
-            _ if legacy => self.handle_legacy(now, wall, from, datagram),
+        let reply = if legacy {
+            self.handle_legacy(now, wall, from, datagram)
+        } else {
+            self.handle_native(now, wall, from, datagram)
+        };
+        // The protocol's sizes guarantee this; the check keeps the guarantee if they ever change.
+        reply.filter(|r| r.len() <= datagram.len())
+    }
+
+    /// Handles a datagram of wgpunch's own protocol.
+    fn handle_native(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Option<Vec<u8>> {
+        match Packet::parse(datagram) {
             Ok(Packet::HandshakeInit(init)) => {
                 self.handle_initiation(now, wall, from, datagram, &init)
             }
@@ -250,9 +266,7 @@ impl Server {
                 self.stats.malformed += 1;
                 None
             }
-        };
-        // The protocol's sizes guarantee this; the check keeps the guarantee if they ever change.
-        reply.filter(|r| r.len() <= datagram.len())
+        }
     }
 
     fn handle_initiation(
