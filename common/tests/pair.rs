@@ -566,6 +566,38 @@ fn a_one_source_flood_under_load_gets_a_burst_of_cookies_then_silence() {
 }
 
 #[test]
+fn spoofed_sources_that_fill_the_cookie_table_do_not_lock_out_new_clients() {
+    let mut net = Net::new(key(100), Faults::default());
+    net.server = Server::new(
+        key(100),
+        ServerConfig {
+            load_threshold: 0,
+            max_sources: 8,
+            ..ServerConfig::default()
+        },
+        [9; 32],
+    );
+    // Valid initiations from 100 made-up sources, none of which ever proves its address: they
+    // fill the (small) cookie table many times over, and each gets its cookie.
+    let mut spoofer = throwaway_client(&net);
+    let mut start = net.now;
+    for n in 0..100u8 {
+        start += Duration::from_secs(3600);
+        let datagram = spoofer.poll_transmit(start, net.wall).unwrap();
+        let source = SocketAddr::new(std::net::Ipv4Addr::new(198, 51, 100, n).into(), 9);
+        let reply = net.server.handle(net.now, net.wall, source, &datagram);
+        assert!(reply.is_some(), "no cookie for made-up source {n}");
+    }
+    assert_eq!(net.server.stats().cookie_replies, 100);
+    // Two real clients from new addresses still get their cookies, handshakes and answers.
+    net.add(1, "203.0.113.10:40001", &[2]);
+    net.add(2, "203.0.113.20:40002", &[1]);
+    converge(&mut net, Duration::from_secs(30));
+    let stats = net.server.stats();
+    assert_eq!(stats.handshakes, 2, "{stats:?}");
+}
+
+#[test]
 fn full_tables_refuse_new_keys_and_keep_the_registered_ones() {
     let mut net = Net::new(key(100), Faults::default());
     let config = ServerConfig {

@@ -61,24 +61,43 @@ impl SourceKey {
     }
 }
 
-/// Token buckets per source, in a table of bounded size that fails closed: when it is full of
-/// busy sources, a new source is refused rather than an old one forgotten.
+/// Least time between two purges that a new source in a full table can cause: a flood of new
+/// sources must not make every datagram scan the table.
+const PURGE_EVERY: Duration = Duration::from_millis(100);
+
+/// Token buckets per source, in a table of bounded size. When it is full of busy sources, a new
+/// source is not tracked and an old one is never forgotten; whether an untracked source is then
+/// refused (fails closed) or allowed (fails open) is the limiter's choice.
 #[derive(Debug)]
 pub struct SourceLimiter {
     buckets: HashMap<SourceKey, Bucket>,
     rate: u32,
     burst: u32,
     capacity: usize,
+    fail_open: bool,
+    last_purge: Option<Instant>,
 }
 
 impl SourceLimiter {
-    /// A limiter of `rate` per second with bursts of `burst`, for at most `capacity` sources.
+    /// A limiter of `rate` per second with bursts of `burst`, for at most `capacity` sources,
+    /// that refuses new sources while its table is full.
     pub fn new(rate: u32, burst: u32, capacity: usize) -> Self {
         Self {
             buckets: HashMap::new(),
             rate,
             burst,
             capacity,
+            fail_open: false,
+            last_purge: None,
+        }
+    }
+
+    /// Like [`SourceLimiter::new`], but allows new sources while its table is full: for answers
+    /// that cost little and prove nothing, where refusing strangers would lock out everyone new.
+    pub fn failing_open(rate: u32, burst: u32, capacity: usize) -> Self {
+        Self {
+            fail_open: true,
+            ..Self::new(rate, burst, capacity)
         }
     }
 
@@ -92,13 +111,19 @@ impl SourceLimiter {
         self.buckets.is_empty()
     }
 
-    /// Takes a token for `source`; false when it has none, or when the table is full.
+    /// Takes a token for `source`; false when it has none. A new source while the table is full
+    /// is refused, or allowed untracked when the limiter fails open.
     pub fn allow(&mut self, source: SocketAddr, now: Instant) -> bool {
         let key = SourceKey::of(source);
         if !self.buckets.contains_key(&key) && self.buckets.len() >= self.capacity {
-            self.purge(now);
+            let purged_lately = self
+                .last_purge
+                .is_some_and(|at| now.saturating_duration_since(at) < PURGE_EVERY);
+            if !purged_lately {
+                self.purge(now);
+            }
             if self.buckets.len() >= self.capacity {
-                return false;
+                return self.fail_open;
             }
         }
         let (rate, burst) = (self.rate, self.burst);
@@ -110,6 +135,7 @@ impl SourceLimiter {
 
     /// Forgets sources whose buckets have filled up again: they are indistinguishable from new.
     pub fn purge(&mut self, now: Instant) {
+        self.last_purge = Some(now);
         let (rate, burst) = (self.rate, self.burst);
         self.buckets.retain(|_, b| !b.is_full(rate, burst, now));
     }
@@ -207,6 +233,41 @@ mod tests {
                 now + Duration::from_secs(2)
             ),
             "after refill"
+        );
+    }
+
+    #[test]
+    fn a_full_table_failing_open_lets_strangers_through_untracked() {
+        let now = Instant::now();
+        let mut limiter = SourceLimiter::failing_open(1, 1, 2);
+        let busy: SocketAddr = "198.51.100.1:1".parse().unwrap();
+        assert!(limiter.allow(busy, now));
+        assert!(limiter.allow("198.51.100.2:1".parse().unwrap(), now));
+        for n in 3..10u8 {
+            let stranger = SocketAddr::new([198, 51, 100, n].into(), 1);
+            assert!(limiter.allow(stranger, now), "fails open");
+        }
+        assert_eq!(limiter.len(), 2, "strangers are not tracked");
+        assert!(
+            !limiter.allow(busy, now),
+            "tracked sources keep their limit"
+        );
+    }
+
+    #[test]
+    fn new_sources_in_a_full_table_purge_it_at_most_every_100_ms() {
+        let now = Instant::now();
+        let mut limiter = SourceLimiter::new(1, 1, 1);
+        assert!(limiter.allow("198.51.100.1:1".parse().unwrap(), now));
+        let stranger: SocketAddr = "198.51.100.2:1".parse().unwrap();
+        assert!(!limiter.allow(stranger, now));
+        // The first source has refilled after 1 s, but the purge that would drop it waits.
+        let later = now + Duration::from_secs(1);
+        limiter.last_purge = Some(later - Duration::from_millis(50));
+        assert!(!limiter.allow(stranger, later), "purged 50 ms ago");
+        assert!(
+            limiter.allow(stranger, later + Duration::from_millis(60)),
+            "purged again after 100 ms"
         );
     }
 

@@ -55,11 +55,13 @@ pub struct ServerConfig {
     /// Initiations a second above which the server is under load: it then limits initiations per
     /// source (cookie replies included) and answers those without a valid mac2 with a cookie.
     pub load_threshold: u32,
-    /// Under load: handshakes a second allowed per source (IPv4 address or IPv6 /64).
+    /// Under load: handshakes a second allowed per source (IPv4 address or IPv6 /64), and
+    /// separately, cookie replies a second sent to it.
     pub source_rate: u32,
-    /// Under load: the burst of handshakes allowed per source.
+    /// Under load: the burst of handshakes (and of cookie replies) allowed per source.
     pub source_burst: u32,
-    /// Most sources the per-source limiter tracks; when full, new sources are refused.
+    /// Most sources each per-source limiter tracks. When the handshake limiter is full, new
+    /// sources are refused; when the cookie limiter is full, new sources get cookies untracked.
     pub max_sources: usize,
     /// Handshakes a second allowed per client key (after authentication), always.
     pub key_rate: u32,
@@ -163,7 +165,10 @@ pub struct Server {
     /// Made at the first initiation (the core gets the time only with its inputs).
     cookies: Option<CookieJar>,
     load: Option<LoadMeter>,
+    /// Handshakes under load, per proven source (fails closed).
     sources: SourceLimiter,
+    /// Cookie replies under load, per claimed source (fails open).
+    cookie_sources: SourceLimiter,
     legacy: legacy::LegacyState,
 }
 
@@ -193,6 +198,11 @@ impl Server {
             cookies: None,
             load: None,
             sources: SourceLimiter::new(
+                config.source_rate,
+                config.source_burst,
+                config.max_sources,
+            ),
+            cookie_sources: SourceLimiter::failing_open(
                 config.source_rate,
                 config.source_burst,
                 config.max_sources,
@@ -291,13 +301,15 @@ impl Server {
             if cookies.needs_rotation(now) {
                 cookies.rotate(self.rng.seed(), now);
             }
-            // One token bucket per source pays for cookie replies and handshakes alike, so a
-            // flood from one source costs a table lookup per datagram, not a reply.
-            if !self.sources.allow(from, now) {
-                self.stats.rate_limited += 1;
-                return None;
-            }
             if !cookies.verify_mac2(from, datagram, &init.mac2) {
+                // Cookie replies have their own budget per source, so a flood from one source
+                // costs a table lookup per datagram, not a reply. Its table fails open: the
+                // sources of these datagrams are unproven (spoofable), and filling the table
+                // with made-up ones must not deny everyone new their cookie.
+                if !self.cookie_sources.allow(from, now) {
+                    self.stats.rate_limited += 1;
+                    return None;
+                }
                 let mut nonce = [0u8; COOKIE_NONCE_LEN];
                 nonce[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
                 nonce[8..16].copy_from_slice(&self.rng.next_u64().to_le_bytes());
@@ -307,6 +319,11 @@ impl Server {
                 let mut out = Vec::new();
                 reply.emit(&mut out);
                 return Some(out);
+            }
+            // mac2 proves the source address: only proven sources take room in this table.
+            if !self.sources.allow(from, now) {
+                self.stats.rate_limited += 1;
+                return None;
             }
         }
         let Ok(accepted) = Accepted::read(&self.private, init, self.rng.seed()) else {
@@ -536,6 +553,7 @@ impl Server {
         key_state::expire(&mut self.keys, &self.sessions, now, tolerance, lifetime);
         self.registry.purge(now);
         self.sources.purge(now);
+        self.cookie_sources.purge(now);
         if let Some(config) = self.config.natpunch_go {
             self.expire_legacy(now, config);
         }
