@@ -169,6 +169,9 @@ pub struct Server {
     sources: SourceLimiter,
     /// Cookie replies under load, per claimed source (fails open).
     cookie_sources: SourceLimiter,
+    /// natpunch-go handshakes under load, per claimed source (fails closed): that format has no
+    /// cookies to prove a source, so its own table keeps made-up sources away from the native one.
+    legacy_sources: SourceLimiter,
     legacy: legacy::LegacyState,
 }
 
@@ -203,6 +206,11 @@ impl Server {
                 config.max_sources,
             ),
             cookie_sources: SourceLimiter::failing_open(
+                config.source_rate,
+                config.source_burst,
+                config.max_sources,
+            ),
+            legacy_sources: SourceLimiter::new(
                 config.source_rate,
                 config.source_burst,
                 config.max_sources,
@@ -554,6 +562,7 @@ impl Server {
         self.registry.purge(now);
         self.sources.purge(now);
         self.cookie_sources.purge(now);
+        self.legacy_sources.purge(now);
         if let Some(config) = self.config.natpunch_go {
             self.expire_legacy(now, config);
         }

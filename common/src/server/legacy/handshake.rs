@@ -25,10 +25,11 @@ impl Server {
         config: LegacyConfig,
     ) -> Option<Vec<u8>> {
         // No mac1 and no cookie exist in this format: under load the per-source rate is the only
-        // gate before the Diffie-Hellman.
+        // gate before the Diffie-Hellman. Its sources are unproven, so they have a table of their
+        // own: made-up ones can fill it, but not the native handshakes' table.
         let load = self.load.get_or_insert_with(|| LoadMeter::new(now));
         load.note(now);
-        if load.is_over(self.config.load_threshold) && !self.sources.allow(from, now) {
+        if load.is_over(self.config.load_threshold) && !self.legacy_sources.allow(from, now) {
             self.legacy.stats.rate_limited += 1;
             return None;
         }
@@ -166,6 +167,29 @@ mod tests {
         );
         w.advance(Duration::from_secs(1));
         assert!(Legacy::new(3).connect(&mut w, "198.51.100.1:3"));
+    }
+
+    #[test]
+    fn made_up_legacy_sources_do_not_take_room_from_native_clients() {
+        let mut w = World::with(ServerConfig {
+            natpunch_go: Some(LegacyConfig {
+                consent: LegacyConsent::TrustAll,
+                ..LegacyConfig::default()
+            }),
+            load_threshold: 0,
+            max_sources: 2,
+            ..ServerConfig::default()
+        });
+        // Legacy initiations from many sources fill their table; the later ones are refused.
+        for n in 0..6u8 {
+            let from = format!("198.51.100.{n}:1");
+            Legacy::new(10 + n).connect(&mut w, &from);
+        }
+        assert!(w.server.legacy_stats().rate_limited > 0);
+        // Native clients from new sources still prove their address and get in.
+        native(&mut w, 1, "203.0.113.1:1", &[2]);
+        native(&mut w, 2, "203.0.113.2:1", &[1]);
+        assert_eq!(w.server.stats().handshakes, 2);
     }
 
     #[test]
