@@ -10,6 +10,7 @@ use crate::handshake::unix_nanos;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::noise::Rng;
 
+use super::expiry::{deadline, ExpiryQueue, Verdict};
 use super::limits::Bucket;
 use super::ServerConfig;
 
@@ -26,6 +27,70 @@ pub(super) struct KeyState {
     pub(super) pending: Option<u32>,
     /// The key's handshake rate, made at its second initiation.
     pub(super) handshakes: Option<Bucket>,
+    /// When the key's one entry in its expiry queue falls due (`None`: not queued yet).
+    pub(super) queued_at: Option<Instant>,
+}
+
+/// What the key tables need of a session: when it was made, and for which key.
+pub(super) trait Held {
+    /// When the session was made.
+    fn created(&self) -> Instant;
+    /// The key it belongs to.
+    fn client(&self) -> PublicKey;
+}
+
+/// The expiry queues of one protocol's session and key tables.
+#[derive(Debug, Default)]
+pub(super) struct Queues {
+    sessions: ExpiryQueue<u32>,
+    keys: ExpiryQueue<PublicKey>,
+}
+
+/// How long a key's last timestamp is kept after its handshake: it must outlive any initiation
+/// that could still pass the clock check.
+fn keep_timestamps(clock_tolerance: Duration, session_lifetime: Duration) -> Duration {
+    clock_tolerance
+        .saturating_mul(2)
+        .saturating_add(session_lifetime)
+}
+
+impl Queues {
+    /// Queues the session `index` just inserted into `sessions`, and its key if that is new.
+    pub(super) fn session_added<S: Held>(
+        &mut self,
+        sessions: &HashMap<u32, S>,
+        keys: &mut HashMap<PublicKey, KeyState>,
+        index: u32,
+        clock_tolerance: Duration,
+        session_lifetime: Duration,
+    ) {
+        let Some(session) = sessions.get(&index) else {
+            return;
+        };
+        let created = session.created();
+        self.sessions
+            .push(deadline(created, session_lifetime), index);
+        // Sessions replaced by newer ones leave stale entries: drop them once they pile up.
+        self.sessions.compact(sessions.len(), |i, at| {
+            sessions
+                .get(i)
+                .is_some_and(|s| deadline(s.created(), session_lifetime) == at)
+        });
+        if let Some(state) = keys.get_mut(&session.client()) {
+            if state.queued_at.is_none() {
+                let keep = keep_timestamps(clock_tolerance, session_lifetime);
+                let at = deadline(state.last_handshake.unwrap_or(created), keep);
+                state.queued_at = Some(at);
+                self.keys.push(at, session.client());
+            }
+        }
+    }
+
+    /// Number of queue entries, valid or stale.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.sessions.len() + self.keys.len()
+    }
 }
 
 /// Why an initiation whose sender Noise authenticated is refused.
@@ -124,8 +189,78 @@ pub(super) fn confirm<S>(
     }
 }
 
+/// Drops at most `budget` due sessions and keys: the sessions that have lived their lifetime
+/// (forgetting their indexes in their keys), and the keys left with no live session whose last
+/// handshake is old enough that no initiation replaying it could pass the clock check. Returns
+/// how many queue entries it took; with an unbounded budget it leaves what [`expire`] leaves.
+pub(super) fn expire_some<S: Held>(
+    sessions: &mut HashMap<u32, S>,
+    keys: &mut HashMap<PublicKey, KeyState>,
+    queues: &mut Queues,
+    now: Instant,
+    clock_tolerance: Duration,
+    session_lifetime: Duration,
+    budget: usize,
+) -> usize {
+    let taken = queues.sessions.run(now, budget, |index, at| {
+        let Some(session) = sessions.get(index) else {
+            return Verdict::Stale;
+        };
+        if deadline(session.created(), session_lifetime) != at {
+            // Another session now holds the index; it has its own entry.
+            return Verdict::Stale;
+        }
+        let client = session.client();
+        sessions.remove(index);
+        if let Some(state) = keys.get_mut(&client) {
+            state.current = state.current.filter(|i| i != index);
+            state.pending = state.pending.filter(|i| i != index);
+        }
+        Verdict::Expired
+    });
+    let keep = keep_timestamps(clock_tolerance, session_lifetime);
+    let sessions = &*sessions;
+    taken
+        + queues
+            .keys
+            .run(now, budget.saturating_sub(taken), |client, at| {
+                let Some(state) = keys.get_mut(client) else {
+                    return Verdict::Stale;
+                };
+                if state.queued_at != Some(at) {
+                    return Verdict::Stale;
+                }
+                let session_until = |index: Option<u32>| {
+                    index
+                        .and_then(|i| sessions.get(&i))
+                        .map(|s| deadline(s.created(), session_lifetime))
+                        .filter(|&until| until > now)
+                };
+                let stamp_until = state
+                    .last_handshake
+                    .map(|t| deadline(t, keep))
+                    .filter(|&until| until > now);
+                let until = session_until(state.current)
+                    .max(session_until(state.pending))
+                    .max(stamp_until);
+                match until {
+                    Some(until) => {
+                        state.queued_at = Some(until);
+                        Verdict::Alive(until)
+                    }
+                    None => {
+                        keys.remove(client);
+                        Verdict::Expired
+                    }
+                }
+            })
+}
+
 /// Forgets the indexes of sessions that are gone, and the keys left with no session whose last
-/// handshake is old enough that no initiation replaying it could pass the clock check.
+/// handshake is old enough that no initiation replaying it could pass the clock check: the full
+/// sweep that [`expire_some`] does a little at a time, kept as the reference its tests compare
+/// against.
+#[cfg(test)]
 pub(super) fn expire<S>(
     keys: &mut HashMap<PublicKey, KeyState>,
     sessions: &HashMap<u32, S>,
@@ -133,8 +268,7 @@ pub(super) fn expire<S>(
     clock_tolerance: Duration,
     session_lifetime: Duration,
 ) {
-    // A key's last timestamp must outlive any initiation that could still pass the clock check.
-    let keep_timestamps = clock_tolerance * 2 + session_lifetime;
+    let keep_timestamps = keep_timestamps(clock_tolerance, session_lifetime);
     keys.retain(|_, k| {
         k.current = k.current.filter(|i| sessions.contains_key(i));
         k.pending = k.pending.filter(|i| sessions.contains_key(i));

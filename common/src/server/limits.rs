@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::wire::endpoint::canonical;
 
+use super::expiry::{after, deadline, ExpiryQueue, Verdict};
+
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
 #[derive(Debug, Clone, Copy)]
 pub struct Bucket {
@@ -39,11 +41,30 @@ impl Bucket {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens + elapsed * f64::from(rate) >= f64::from(burst)
     }
+
+    /// About when the bucket will be full again if no token is taken: a little early rather than
+    /// late (rounding), so whoever checks then must check [`Bucket::is_full`] too.
+    fn full_at(&self, rate: u32, burst: u32) -> Instant {
+        let missing = f64::from(burst) - self.tokens;
+        if missing <= 0.0 {
+            return self.last;
+        }
+        let wait = Duration::try_from_secs_f64(missing / f64::from(rate)).unwrap_or(Duration::MAX);
+        let wait = wait.saturating_sub(Duration::from_micros(1));
+        deadline(self.last, wait)
+    }
+}
+
+/// A bucket in a [`SourceLimiter`] and when its one entry in the expiry queue falls due.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    bucket: Bucket,
+    queued_at: Instant,
 }
 
 /// What a source is counted as: an IPv4 address, or the /64 an IPv6 address is in (one host
 /// usually holds a whole /64).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SourceKey {
     /// An IPv4 address.
     V4(u32),
@@ -70,7 +91,8 @@ const PURGE_EVERY: Duration = Duration::from_millis(100);
 /// refused (fails closed) or allowed (fails open) is the limiter's choice.
 #[derive(Debug)]
 pub struct SourceLimiter {
-    buckets: HashMap<SourceKey, Bucket>,
+    buckets: HashMap<SourceKey, Slot>,
+    queue: ExpiryQueue<SourceKey>,
     rate: u32,
     burst: u32,
     capacity: usize,
@@ -84,6 +106,7 @@ impl SourceLimiter {
     pub fn new(rate: u32, burst: u32, capacity: usize) -> Self {
         Self {
             buckets: HashMap::new(),
+            queue: ExpiryQueue::default(),
             rate,
             burst,
             capacity,
@@ -127,17 +150,59 @@ impl SourceLimiter {
             }
         }
         let (rate, burst) = (self.rate, self.burst);
-        self.buckets
-            .entry(key)
-            .or_insert_with(|| Bucket::full(burst, now))
-            .take(rate, burst, now)
+        if let Some(slot) = self.buckets.get_mut(&key) {
+            // Queued already: a bucket only fills later for a token taken.
+            return slot.bucket.take(rate, burst, now);
+        }
+        let mut bucket = Bucket::full(burst, now);
+        let allowed = bucket.take(rate, burst, now);
+        let queued_at = bucket.full_at(rate, burst);
+        self.queue.push(queued_at, key);
+        self.buckets.insert(key, Slot { bucket, queued_at });
+        allowed
     }
 
     /// Forgets sources whose buckets have filled up again: they are indistinguishable from new.
+    /// The work is proportional to the buckets that fell due.
     pub fn purge(&mut self, now: Instant) {
         self.last_purge = Some(now);
+        self.purge_some(now, usize::MAX);
+    }
+
+    /// Forgets sources whose buckets have filled up again, looking at no more than `budget` that
+    /// fell due. Returns how many it looked at: less than `budget` means nothing due is left.
+    pub fn purge_some(&mut self, now: Instant, budget: usize) -> usize {
+        let (buckets, rate, burst) = (&mut self.buckets, self.rate, self.burst);
+        self.queue.run(now, budget, |key, at| {
+            let Some(slot) = buckets.get_mut(key) else {
+                return Verdict::Stale;
+            };
+            if slot.queued_at != at {
+                return Verdict::Stale;
+            }
+            if slot.bucket.is_full(rate, burst, now) {
+                buckets.remove(key);
+                return Verdict::Expired;
+            }
+            let until = after(now, slot.bucket.full_at(rate, burst));
+            slot.queued_at = until;
+            Verdict::Alive(until)
+        })
+    }
+
+    /// Forgets sources whose buckets have filled up again by scanning the table: the reference
+    /// [`SourceLimiter::purge`] is tested against.
+    #[cfg(test)]
+    pub(super) fn sweep(&mut self, now: Instant) {
         let (rate, burst) = (self.rate, self.burst);
-        self.buckets.retain(|_, b| !b.is_full(rate, burst, now));
+        self.buckets
+            .retain(|_, s| !s.bucket.is_full(rate, burst, now));
+    }
+
+    /// The sources tracked, for tests to compare.
+    #[cfg(test)]
+    pub(super) fn tracked(&self) -> std::collections::BTreeSet<SourceKey> {
+        self.buckets.keys().copied().collect()
     }
 }
 
@@ -182,6 +247,8 @@ impl LoadMeter {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -283,5 +350,60 @@ mod tests {
         assert!(meter.is_over(10), "the previous second still counts");
         meter.note(now + Duration::from_secs(4));
         assert!(!meter.is_over(10));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Allow(u8),
+        Advance(u64),
+        Expire(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0..6u8).prop_map(Op::Allow),
+            1 => prop_oneof![Just(100u64), Just(1), 0..3_000u64].prop_map(Op::Advance),
+            1 => (1..5usize).prop_map(Op::Expire),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn purging_a_little_at_a_time_keeps_what_a_sweep_keeps(
+            ops in proptest::collection::vec(op(), 1..120),
+            (rate, burst, capacity) in (0..12u32, 0..6u32, 1..8usize),
+            fail_open in any::<bool>(),
+        ) {
+            let make = || {
+                if fail_open {
+                    SourceLimiter::failing_open(rate, burst, capacity)
+                } else {
+                    SourceLimiter::new(rate, burst, capacity)
+                }
+            };
+            let (mut a, mut b) = (make(), make());
+            let mut now = Instant::now();
+            for op in ops {
+                match op {
+                    Op::Allow(n) => {
+                        let source = SocketAddr::new([198, 51, 100, n].into(), 1);
+                        prop_assert_eq!(a.allow(source, now), b.allow(source, now));
+                    }
+                    Op::Advance(millis) => now += Duration::from_millis(millis),
+                    Op::Expire(budget) => {
+                        loop {
+                            let taken = a.purge_some(now, budget);
+                            prop_assert!(taken <= budget);
+                            if taken < budget {
+                                break;
+                            }
+                        }
+                        b.sweep(now);
+                        prop_assert_eq!(a.tracked(), b.tracked());
+                    }
+                }
+                prop_assert_eq!(a.queue.len(), a.len(), "one entry per source");
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! dropped silently and counted in [`Stats`]. The cheapest checks run first: length and type, then
 //! mac1, and only then the Diffie-Hellman of the Noise handshake.
 
+mod expiry;
 mod key_state;
 pub mod legacy;
 pub mod limits;
@@ -27,7 +28,7 @@ use crate::wire::packet::{COOKIE_NONCE_LEN, MAC1_OFFSET, MAX_PLAINTEXT_LEN};
 use crate::wire::{
     HandshakeInit, LookupReply, Packet, Register, RegisterAck, Reply, Request, Transport,
 };
-use key_state::{KeyState, Refusal};
+use key_state::{Held, KeyState, Queues, Refusal};
 use limits::{LoadMeter, SourceLimiter};
 use registry::{Registration, Registry};
 
@@ -150,6 +151,16 @@ struct ServerSession {
     committed: Option<u32>,
 }
 
+impl Held for ServerSession {
+    fn created(&self) -> Instant {
+        self.created
+    }
+
+    fn client(&self) -> PublicKey {
+        self.client
+    }
+}
+
 /// The discovery server.
 pub struct Server {
     private: PrivateKey,
@@ -159,6 +170,8 @@ pub struct Server {
     rng: Rng,
     sessions: HashMap<u32, ServerSession>,
     keys: HashMap<PublicKey, KeyState>,
+    /// When the sessions and keys fall due for expiry.
+    queues: Queues,
     registry: Registry,
     stats: Stats,
     plaintext: Box<[u8; MAX_PLAINTEXT_LEN]>,
@@ -196,6 +209,7 @@ impl Server {
             rng: Rng::from_seed(seed),
             sessions: HashMap::new(),
             keys: HashMap::new(),
+            queues: Queues::default(),
             stats: Stats::default(),
             plaintext: Box::new([0; MAX_PLAINTEXT_LEN]),
             cookies: None,
@@ -395,6 +409,9 @@ impl Server {
                 committed: None,
             },
         );
+        let (tolerance, lifetime) = (self.config.clock_tolerance, self.config.session_lifetime);
+        self.queues
+            .session_added(&self.sessions, &mut self.keys, index, tolerance, lifetime);
         self.stats.handshakes += 1;
         debug!(peer = %client, index, "handshake answered");
         Some(response)
@@ -549,22 +566,5 @@ impl Server {
         }
         self.stats.registrations += 1;
         Some(ack)
-    }
-
-    /// Drops expired sessions, registrations and replay-protection state. Call it now and then
-    /// (every few seconds); [`Server::handle`] also calls it when a table is full.
-    pub fn expire(&mut self, now: Instant) {
-        let lifetime = self.config.session_lifetime;
-        self.sessions
-            .retain(|_, s| now.saturating_duration_since(s.created) < lifetime);
-        let tolerance = self.config.clock_tolerance;
-        key_state::expire(&mut self.keys, &self.sessions, now, tolerance, lifetime);
-        self.registry.purge(now);
-        self.sources.purge(now);
-        self.cookie_sources.purge(now);
-        self.legacy_sources.purge(now);
-        if let Some(config) = self.config.natpunch_go {
-            self.expire_legacy(now, config);
-        }
     }
 }

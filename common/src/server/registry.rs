@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use crate::keys::PublicKey;
 use crate::wire::Sighting;
 
+use super::expiry::{deadline, ExpiryQueue, Verdict};
+
 /// One client's registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
@@ -36,10 +38,18 @@ pub struct Given {
 /// Linux, and clients confirm again every lookup, at least every 10 s.
 pub const PUNCH_VALID: Duration = Duration::from_secs(20);
 
+/// A registration and when its one entry in the expiry queue falls due.
+#[derive(Debug)]
+struct Entry {
+    registration: Registration,
+    queued_at: Instant,
+}
+
 /// The table of registrations, each valid for `ttl` after its client was last seen.
 #[derive(Debug)]
 pub struct Registry {
-    entries: HashMap<PublicKey, Registration>,
+    entries: HashMap<PublicKey, Entry>,
+    queue: ExpiryQueue<PublicKey>,
     ttl: Duration,
     capacity: usize,
 }
@@ -49,6 +59,7 @@ impl Registry {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             entries: HashMap::new(),
+            queue: ExpiryQueue::default(),
             ttl,
             capacity,
         }
@@ -72,6 +83,7 @@ impl Registry {
     fn live(&self, key: &PublicKey, now: Instant) -> Option<&Registration> {
         self.entries
             .get(key)
+            .map(|e| &e.registration)
             .filter(|r| now.saturating_duration_since(r.seen) < self.ttl)
     }
 
@@ -90,24 +102,53 @@ impl Registry {
             }
         }
         let mut registration = registration;
-        if let Some(old) = self.entries.remove(&key) {
-            // What this client was told stays true across a refresh, for peers it still lists.
-            registration.given = old
-                .given
-                .into_iter()
-                .filter(|(k, _)| registration.peers.contains(k))
-                .collect();
-        }
-        self.entries.insert(key, registration);
+        let until = deadline(registration.seen, self.ttl);
+        let queued_at = match self.entries.remove(&key) {
+            Some(old) => {
+                // What this client was told stays true across a refresh, for peers it still lists.
+                registration.given = old
+                    .registration
+                    .given
+                    .into_iter()
+                    .filter(|(k, _)| registration.peers.contains(k))
+                    .collect();
+                old.queued_at
+            }
+            None => {
+                self.queue.push(until, key);
+                until
+            }
+        };
+        let queued_at = if until < queued_at {
+            // Seen earlier than before (a clock gone back): queue it for the earlier deadline.
+            self.queue.push(until, key);
+            self.compact();
+            until
+        } else {
+            queued_at
+        };
+        self.entries.insert(
+            key,
+            Entry {
+                registration,
+                queued_at,
+            },
+        );
         true
     }
 
     /// Notes that `key` was just seen at `endpoint`, if it has a live registration.
     pub fn touch(&mut self, key: &PublicKey, endpoint: SocketAddr, now: Instant) {
         if self.live(key, now).is_some() {
-            if let Some(r) = self.entries.get_mut(key) {
-                r.endpoint = endpoint;
-                r.seen = now;
+            if let Some(e) = self.entries.get_mut(key) {
+                e.registration.endpoint = endpoint;
+                e.registration.seen = now;
+                let until = deadline(now, self.ttl);
+                if until < e.queued_at {
+                    self.queue.push(until, *key);
+                    e.queued_at = until;
+                    self.compact();
+                }
             }
         }
     }
@@ -139,7 +180,7 @@ impl Registry {
             }),
         };
         if let Some(asker) = self.entries.get_mut(requester) {
-            let given = asker.given.entry(*target).or_insert(Given {
+            let given = asker.registration.given.entry(*target).or_insert(Given {
                 endpoint: sighting.endpoint,
                 punched_at: None,
             });
@@ -156,16 +197,70 @@ impl Registry {
         Some(sighting)
     }
 
-    /// Drops every registration that has expired.
+    /// Drops the expiry queue's stale entries once they pile up.
+    fn compact(&mut self) {
+        let entries = &self.entries;
+        self.queue.compact(entries.len(), |key, at| {
+            entries.get(key).is_some_and(|e| e.queued_at == at)
+        });
+    }
+
+    /// Drops every registration that has expired; the work is proportional to what expired.
     pub fn purge(&mut self, now: Instant) {
+        self.purge_some(now, usize::MAX);
+    }
+
+    /// Drops expired registrations, looking at no more than `budget` that fell due. Returns how
+    /// many it looked at: less than `budget` means nothing due is left.
+    pub fn purge_some(&mut self, now: Instant, budget: usize) -> usize {
+        let (entries, ttl) = (&mut self.entries, self.ttl);
+        self.queue.run(now, budget, |key, at| {
+            let Some(entry) = entries.get_mut(key) else {
+                return Verdict::Stale;
+            };
+            if entry.queued_at != at {
+                return Verdict::Stale;
+            }
+            let until = deadline(entry.registration.seen, ttl);
+            if until <= now {
+                entries.remove(key);
+                Verdict::Expired
+            } else {
+                entry.queued_at = until;
+                Verdict::Alive(until)
+            }
+        })
+    }
+
+    /// Drops every expired registration by scanning the table: the reference [`Registry::purge`]
+    /// is tested against.
+    #[cfg(test)]
+    pub(super) fn sweep(&mut self, now: Instant) {
         let ttl = self.ttl;
         self.entries
-            .retain(|_, r| now.saturating_duration_since(r.seen) < ttl);
+            .retain(|_, e| now.saturating_duration_since(e.registration.seen) < ttl);
+    }
+
+    /// The registrations held, expired or not, for tests to compare.
+    #[cfg(test)]
+    pub(super) fn held(&self) -> BTreeMap<PublicKey, &Registration> {
+        self.entries
+            .iter()
+            .map(|(k, e)| (*k, &e.registration))
+            .collect()
+    }
+
+    /// Number of expiry queue entries, valid or stale.
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.queue.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn key(n: u8) -> PublicKey {
@@ -332,5 +427,69 @@ mod tests {
             "updates still fit"
         );
         assert!(reg.get(&key(1), now).is_some());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Register(u8),
+        Touch(u8),
+        Lookup(u8, u8),
+        Advance(u64),
+        Expire(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..6u8).prop_map(Op::Register),
+            (0..6u8).prop_map(Op::Touch),
+            (0..6u8, 0..6u8).prop_map(|(a, b)| Op::Lookup(a, b)),
+            prop_oneof![Just(60_000u64), Just(1), 0..70_000u64].prop_map(Op::Advance),
+            (1..5usize).prop_map(Op::Expire),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn purging_a_little_at_a_time_keeps_what_a_sweep_keeps(
+            ops in proptest::collection::vec(op(), 1..80)
+        ) {
+            let mut now = Instant::now();
+            let ttl = Duration::from_secs(60);
+            let (mut a, mut b) = (Registry::new(ttl, 4), Registry::new(ttl, 4));
+            for op in ops {
+                match op {
+                    Op::Register(n) => {
+                        let endpoint = format!("198.51.100.{n}:1");
+                        let r = registration(&endpoint, now, &[(n + 1) % 6]);
+                        prop_assert_eq!(
+                            a.register(key(n), r.clone(), now),
+                            b.register(key(n), r, now)
+                        );
+                    }
+                    Op::Touch(n) => {
+                        let endpoint = SocketAddr::new([198, 51, 100, n].into(), 2);
+                        a.touch(&key(n), endpoint, now);
+                        b.touch(&key(n), endpoint, now);
+                    }
+                    Op::Lookup(x, y) => prop_assert_eq!(
+                        a.lookup(&key(x), &key(y), true, now),
+                        b.lookup(&key(x), &key(y), true, now)
+                    ),
+                    Op::Advance(millis) => now += Duration::from_millis(millis),
+                    Op::Expire(budget) => {
+                        loop {
+                            let taken = a.purge_some(now, budget);
+                            prop_assert!(taken <= budget);
+                            if taken < budget {
+                                break;
+                            }
+                        }
+                        b.sweep(now);
+                        prop_assert_eq!(a.held(), b.held());
+                    }
+                }
+                prop_assert_eq!(a.queued(), a.len(), "one entry per registration");
+            }
+        }
     }
 }

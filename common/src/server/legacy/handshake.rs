@@ -102,6 +102,15 @@ impl Server {
                 confirmed: false,
             },
         );
+        let (tolerance, lifetime) = (self.config.clock_tolerance, config.session_lifetime);
+        let legacy = &mut self.legacy;
+        legacy.queues.session_added(
+            &legacy.sessions,
+            &mut legacy.keys,
+            index,
+            tolerance,
+            lifetime,
+        );
         self.legacy.stats.handshakes += 1;
         debug!(peer = %client, index, "natpunch-go handshake answered");
         Some(response)

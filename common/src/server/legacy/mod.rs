@@ -38,7 +38,7 @@ mod lookup;
 mod stats;
 mod tables;
 #[cfg(test)]
-mod test_support;
+pub(super) mod test_support;
 
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};

@@ -11,7 +11,8 @@ use tracing::debug;
 use crate::keys::PublicKey;
 use crate::legacy::LegacySession;
 
-use super::super::key_state::{self, KeyState};
+use super::super::expiry::{deadline, ExpiryQueue, Verdict};
+use super::super::key_state::{self, Held, KeyState, Queues};
 use super::super::Server;
 use super::{LegacyConfig, LegacyStats};
 
@@ -21,6 +22,16 @@ pub(super) struct Entry {
     pub(super) client: PublicKey,
     pub(super) created: Instant,
     pub(super) confirmed: bool,
+}
+
+impl Held for Entry {
+    fn created(&self) -> Instant {
+        self.created
+    }
+
+    fn client(&self) -> PublicKey {
+        self.client
+    }
 }
 
 /// A legacy client's registration.
@@ -33,6 +44,8 @@ pub(super) struct Seen {
     /// The endpoints it was given, by target (at most `max_peers_per_client`): natpunch-go sets
     /// a found endpoint with a persistent keepalive, so it is sending towards it from then on.
     pub(super) told: BTreeMap<PublicKey, SocketAddr>,
+    /// When its one entry in the expiry queue falls due.
+    pub(super) queued_at: Instant,
 }
 
 /// The server's natpunch-go state: sessions by index, replay state by key, and where each
@@ -43,6 +56,10 @@ pub(in crate::server) struct LegacyState {
     pub(super) keys: HashMap<PublicKey, KeyState>,
     pub(super) registrations: HashMap<PublicKey, Seen>,
     pub(super) stats: LegacyStats,
+    /// When the sessions and keys fall due for expiry.
+    pub(super) queues: Queues,
+    /// When the registrations fall due for expiry.
+    registrations_queue: ExpiryQueue<PublicKey>,
 }
 
 impl Server {
@@ -76,27 +93,120 @@ impl Server {
         if let Some(seen) = self.legacy.registrations.get_mut(&client) {
             seen.endpoint = from;
             seen.at = now;
+            let until = deadline(now, self.registry.ttl());
+            if until < seen.queued_at {
+                // Seen earlier than before (a clock gone back): queue it for the earlier deadline.
+                seen.queued_at = until;
+                let legacy = &mut self.legacy;
+                legacy.registrations_queue.push(until, client);
+                let registrations = &legacy.registrations;
+                legacy
+                    .registrations_queue
+                    .compact(registrations.len(), |key, at| {
+                        registrations.get(key).is_some_and(|s| s.queued_at == at)
+                    });
+            }
             return;
         }
         if self.legacy.registrations.len() >= self.config.max_registrations {
             // Only expired registrations can make room here: the other tables need no pass.
-            self.purge_legacy_registrations(now);
+            self.purge_legacy_registrations(now, usize::MAX);
             if self.legacy.registrations.len() >= self.config.max_registrations {
                 self.legacy.stats.registrations_full += 1;
                 return;
             }
         }
+        let queued_at = deadline(now, self.registry.ttl());
         let seen = Seen {
             endpoint: from,
             at: now,
             told: BTreeMap::new(),
+            queued_at,
         };
         self.legacy.registrations.insert(client, seen);
+        self.legacy.registrations_queue.push(queued_at, client);
         debug!(peer = %client, endpoint = %from, "natpunch-go client registered");
     }
 
-    /// Drops expired legacy sessions, replay state and registrations.
+    /// Drops expired legacy sessions, replay state and registrations, all of them.
     pub(in crate::server) fn expire_legacy(&mut self, now: Instant, config: LegacyConfig) {
+        self.expire_legacy_some(now, config, usize::MAX);
+    }
+
+    /// Drops expired legacy sessions, replay state and registrations, looking at no more than
+    /// `budget` items that fell due. Returns how many it looked at.
+    pub(in crate::server) fn expire_legacy_some(
+        &mut self,
+        now: Instant,
+        config: LegacyConfig,
+        budget: usize,
+    ) -> usize {
+        let legacy = &mut self.legacy;
+        let taken = key_state::expire_some(
+            &mut legacy.sessions,
+            &mut legacy.keys,
+            &mut legacy.queues,
+            now,
+            self.config.clock_tolerance,
+            config.session_lifetime,
+            budget,
+        );
+        taken + self.purge_legacy_registrations(now, budget.saturating_sub(taken))
+    }
+
+    /// Drops the legacy registrations older than the registration TTL, looking at no more than
+    /// `budget` that fell due. Returns how many it looked at.
+    fn purge_legacy_registrations(&mut self, now: Instant, budget: usize) -> usize {
+        let ttl = self.registry.ttl();
+        let registrations = &mut self.legacy.registrations;
+        self.legacy.registrations_queue.run(now, budget, |key, at| {
+            let Some(seen) = registrations.get_mut(key) else {
+                return Verdict::Stale;
+            };
+            if seen.queued_at != at {
+                return Verdict::Stale;
+            }
+            let until = deadline(seen.at, ttl);
+            if until <= now {
+                registrations.remove(key);
+                Verdict::Expired
+            } else {
+                seen.queued_at = until;
+                Verdict::Alive(until)
+            }
+        })
+    }
+
+    /// The legacy tables' contents, expired or not, for tests to compare.
+    #[cfg(test)]
+    pub(in crate::server) fn legacy_snapshot(&self) -> String {
+        let legacy = &self.legacy;
+        let sessions: BTreeMap<_, _> = legacy
+            .sessions
+            .iter()
+            .map(|(i, s)| (*i, (s.client, s.created, s.confirmed)))
+            .collect();
+        let keys: BTreeMap<_, _> = legacy
+            .keys
+            .iter()
+            .map(|(k, s)| {
+                (
+                    *k,
+                    (s.last_timestamp, s.last_handshake, s.current, s.pending),
+                )
+            })
+            .collect();
+        let registrations: BTreeMap<_, _> = legacy
+            .registrations
+            .iter()
+            .map(|(k, s)| (*k, (s.endpoint, s.at, &s.told)))
+            .collect();
+        format!("{sessions:?} {keys:?} {registrations:?} {:?}", legacy.stats)
+    }
+
+    /// The full sweep of the legacy tables: the reference their expiry is tested against.
+    #[cfg(test)]
+    pub(in crate::server) fn sweep_legacy(&mut self, now: Instant, config: LegacyConfig) {
         let lifetime = config.session_lifetime;
         let legacy = &mut self.legacy;
         legacy
@@ -104,13 +214,8 @@ impl Server {
             .retain(|_, s| now.saturating_duration_since(s.created) < lifetime);
         let tolerance = self.config.clock_tolerance;
         key_state::expire(&mut legacy.keys, &legacy.sessions, now, tolerance, lifetime);
-        self.purge_legacy_registrations(now);
-    }
-
-    /// Drops the legacy registrations older than the registration TTL.
-    fn purge_legacy_registrations(&mut self, now: Instant) {
         let ttl = self.registry.ttl();
-        self.legacy
+        legacy
             .registrations
             .retain(|_, s| now.saturating_duration_since(s.at) < ttl);
     }

@@ -15,22 +15,22 @@ use super::{LegacyConfig, LegacyConsent};
 
 const WALL: u64 = 1_800_000_000;
 
-pub(super) fn key(n: u8) -> PrivateKey {
+pub(in crate::server) fn key(n: u8) -> PrivateKey {
     PrivateKey::from_bytes([n; 32])
 }
 
-pub(super) fn addr(text: &str) -> SocketAddr {
+pub(in crate::server) fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
 }
 
-pub(super) struct World {
-    pub(super) server: Server,
-    pub(super) now: Instant,
-    pub(super) wall: SystemTime,
+pub(in crate::server) struct World {
+    pub(in crate::server) server: Server,
+    pub(in crate::server) now: Instant,
+    pub(in crate::server) wall: SystemTime,
 }
 
 impl World {
-    pub(super) fn new(consent: LegacyConsent, allowed: Option<&[u8]>) -> Self {
+    pub(in crate::server) fn new(consent: LegacyConsent, allowed: Option<&[u8]>) -> Self {
         Self::with(ServerConfig {
             natpunch_go: Some(LegacyConfig {
                 consent,
@@ -41,7 +41,7 @@ impl World {
         })
     }
 
-    pub(super) fn with(config: ServerConfig) -> Self {
+    pub(in crate::server) fn with(config: ServerConfig) -> Self {
         Self {
             server: Server::new(key(100), config, [9; 32]),
             now: Instant::now(),
@@ -49,7 +49,7 @@ impl World {
         }
     }
 
-    pub(super) fn send(&mut self, from: &str, datagram: &[u8]) -> Option<Vec<u8>> {
+    pub(in crate::server) fn send(&mut self, from: &str, datagram: &[u8]) -> Option<Vec<u8>> {
         let reply = self
             .server
             .handle(self.now, self.wall, addr(from), datagram);
@@ -59,31 +59,31 @@ impl World {
         reply
     }
 
-    pub(super) fn advance(&mut self, by: Duration) {
+    pub(in crate::server) fn advance(&mut self, by: Duration) {
         self.now += by;
         self.wall += by;
     }
 
-    pub(super) fn nanos(&self) -> u64 {
+    pub(in crate::server) fn nanos(&self) -> u64 {
         unix_nanos(self.wall)
     }
 }
 
 /// A legacy client built from the codec (the golden tests check the codec independently).
-pub(super) struct Legacy {
+pub(in crate::server) struct Legacy {
     key: PrivateKey,
-    pub(super) session: Option<LegacySession>,
+    pub(in crate::server) session: Option<LegacySession>,
 }
 
 impl Legacy {
-    pub(super) fn new(n: u8) -> Self {
+    pub(in crate::server) fn new(n: u8) -> Self {
         Self {
             key: key(n),
             session: None,
         }
     }
 
-    pub(super) fn initiation(
+    pub(in crate::server) fn initiation(
         &self,
         world: &World,
         index: u32,
@@ -99,7 +99,7 @@ impl Legacy {
         .unwrap()
     }
 
-    pub(super) fn connect(&mut self, world: &mut World, from: &str) -> bool {
+    pub(in crate::server) fn connect(&mut self, world: &mut World, from: &str) -> bool {
         let timestamp = world.nanos();
         let (pending, init) = self.initiation(world, 7, timestamp);
         let Some(response) = world.send(from, &init) else {
@@ -112,7 +112,7 @@ impl Legacy {
         true
     }
 
-    pub(super) fn lookup_datagram(&mut self, target: u8) -> Vec<u8> {
+    pub(in crate::server) fn lookup_datagram(&mut self, target: u8) -> Vec<u8> {
         let request = LookupRequest {
             client: self.key.public_key(),
             target: key(target).public_key(),
@@ -125,7 +125,7 @@ impl Legacy {
     }
 
     /// Looks `target` up; `None` when the server stayed silent.
-    pub(super) fn lookup(
+    pub(in crate::server) fn lookup(
         &mut self,
         world: &mut World,
         from: &str,
@@ -140,7 +140,7 @@ impl Legacy {
     }
 }
 
-pub(super) fn native(world: &mut World, n: u8, from: &str, peers: &[u8]) -> Client {
+pub(in crate::server) fn native(world: &mut World, n: u8, from: &str, peers: &[u8]) -> Client {
     let mut client = Client::new(
         key(n),
         world.server.public_key(),
@@ -154,7 +154,11 @@ pub(super) fn native(world: &mut World, n: u8, from: &str, peers: &[u8]) -> Clie
     client
 }
 
-pub(super) fn exchange(world: &mut World, client: &mut Client, from: &str) -> Vec<Event> {
+pub(in crate::server) fn exchange(
+    world: &mut World,
+    client: &mut Client,
+    from: &str,
+) -> Vec<Event> {
     let mut events = Vec::new();
     for _ in 0..10 {
         while let Some(datagram) = client.poll_transmit(world.now, world.wall) {
@@ -169,7 +173,7 @@ pub(super) fn exchange(world: &mut World, client: &mut Client, from: &str) -> Ve
     events
 }
 
-pub(super) fn resolved(events: &[Event], peer: u8) -> Option<SocketAddr> {
+pub(in crate::server) fn resolved(events: &[Event], peer: u8) -> Option<SocketAddr> {
     events.iter().find_map(|e| match e {
         Event::Resolved {
             peer: p, endpoint, ..
@@ -178,7 +182,7 @@ pub(super) fn resolved(events: &[Event], peer: u8) -> Option<SocketAddr> {
     })
 }
 
-pub(super) fn has_yours(events: &[Event], peer: u8) -> Option<bool> {
+pub(in crate::server) fn has_yours(events: &[Event], peer: u8) -> Option<bool> {
     events.iter().find_map(|e| match e {
         Event::Resolved {
             peer: p,
