@@ -142,7 +142,12 @@ impl WgInterface {
         let process = ns
             .cmd("unshare")?
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(r#""$1" --bind "$2" "$3" && shift 3 && exec "$@""#)
+            // /dev/net/tun may be root's alone (mode 0600, as on some CI machines); CAP_NET_ADMIN
+            // does not pass file permissions, so this namespace gets a node of its own that
+            // anyone may open, as Debian ships it (0666).
+            .arg(
+                r#""$1" --bind "$2" "$3" && mknod -m 666 "$2/.tun" c 10 200 && "$1" --bind "$2/.tun" /dev/net/tun && shift 3 && exec "$@""#,
+            )
             .arg("sh")
             .arg(&mount)
             .arg(sockets.path())
