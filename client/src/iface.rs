@@ -1,17 +1,15 @@
 //! Reading a WireGuard interface and setting its peers' endpoints, through `wireguard-control`.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
+use wgpunch_common::agent::snapshot::{InterfaceSnapshot, PeerSnapshot};
 use wgpunch_common::keys::{PrivateKey, PublicKey};
 use wireguard_control::{Backend, Device, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder};
 
 use crate::cli::BackendChoice;
-
-/// A peer whose latest handshake is younger than this has a working path; it is left alone.
-pub const FRESH_HANDSHAKE: Duration = Duration::from_secs(180);
 
 /// Where userspace implementations put their UAPI sockets.
 const UAPI_DIRS: [&str; 2] = ["/var/run/wireguard", "/run/wireguard"];
@@ -54,32 +52,6 @@ pub enum IfaceError {
     NoListenPort(String),
 }
 
-/// A peer of the interface as the client needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    /// Its public key.
-    pub key: PublicKey,
-    /// Its configured endpoint.
-    pub endpoint: Option<SocketAddr>,
-    /// Its persistent keepalive.
-    pub keepalive: Option<u16>,
-    /// When it last completed a handshake.
-    pub last_handshake: Option<SystemTime>,
-    /// Bytes received from it so far.
-    pub rx_bytes: u64,
-    /// The networks routed to it through the tunnel.
-    pub allowed_ips: Vec<(IpAddr, u8)>,
-}
-
-impl Peer {
-    /// True when the peer completed a handshake less than [`FRESH_HANDSHAKE`] before `now`.
-    pub fn has_fresh_handshake(&self, now: SystemTime) -> bool {
-        self.last_handshake
-            .and_then(|t| now.duration_since(t).ok().or(Some(Duration::ZERO)))
-            .is_some_and(|age| age < FRESH_HANDSHAKE)
-    }
-}
-
 /// What the client reads from the interface.
 pub struct Interface {
     /// The interface name.
@@ -91,7 +63,16 @@ pub struct Interface {
     /// The port WireGuard listens on.
     pub listen_port: u16,
     /// Its peers.
-    pub peers: Vec<Peer>,
+    pub peers: Vec<PeerSnapshot>,
+}
+
+impl Interface {
+    /// What the agent decides on: the peers as read.
+    pub fn snapshot(&self) -> InterfaceSnapshot {
+        InterfaceSnapshot {
+            peers: self.peers.clone(),
+        }
+    }
 }
 
 fn uapi_socket_exists(name: &str) -> bool {
@@ -160,7 +141,7 @@ pub fn read(name: &str, choice: BackendChoice) -> Result<Interface, IfaceError> 
     let peers = device
         .peers
         .iter()
-        .map(|p| Peer {
+        .map(|p| PeerSnapshot {
             key: PublicKey(p.config.public_key.0),
             endpoint: p.config.endpoint,
             keepalive: p.config.persistent_keepalive_interval.filter(|&k| k != 0),
@@ -169,6 +150,7 @@ pub fn read(name: &str, choice: BackendChoice) -> Result<Interface, IfaceError> 
                 .last_handshake_time
                 .filter(|t| *t != SystemTime::UNIX_EPOCH),
             rx_bytes: p.stats.rx_bytes,
+            tx_bytes: p.stats.tx_bytes,
             allowed_ips: p
                 .config
                 .allowed_ips
@@ -214,22 +196,6 @@ pub fn update_peer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_handshake_within_180_seconds_is_fresh() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let peer = |ago: Option<u64>| Peer {
-            key: PublicKey([1; 32]),
-            endpoint: None,
-            keepalive: None,
-            last_handshake: ago.map(|s| now - Duration::from_secs(s)),
-            rx_bytes: 0,
-            allowed_ips: vec![],
-        };
-        assert!(peer(Some(10)).has_fresh_handshake(now));
-        assert!(!peer(Some(180)).has_fresh_handshake(now));
-        assert!(!peer(None).has_fresh_handshake(now));
-    }
 
     #[test]
     fn auto_reports_a_missing_interface() {

@@ -3,12 +3,9 @@
 
 pub mod bpf;
 pub mod cli;
-pub mod discovery;
 pub mod iface;
 pub mod packet;
-pub mod peers;
 pub mod privileges;
 pub mod raw;
 pub mod run;
-pub mod sanity;
 pub mod sys;

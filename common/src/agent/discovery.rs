@@ -1,4 +1,4 @@
-//! The two discovery protocols the client speaks, behind the one interface the main loop uses.
+//! The two discovery protocols the client speaks, behind the one interface the agent uses.
 //!
 //! [`Discovery::Native`] is wgpunch's own protocol ([`Client`]). [`Discovery::NatpunchGo`] is
 //! natpunch-go's ([`LegacyClient`]), for a peer whose server still runs natpunch-go (or
@@ -11,13 +11,13 @@
 //! # A timed barrier for natpunch-go
 //!
 //! wgpunch's server says whether the peer already holds our endpoint (`peer_has_yours`), and the
-//! main loop sets an endpoint, which starts WireGuard, only then: by that time the peer has punched
+//! agent sets an endpoint, which starts WireGuard, only then: by that time the peer has punched
 //! its own NAT open towards us, so our WireGuard packets do not arrive there unannounced and leave
 //! a conntrack entry that makes the peer's NAT pick another port. natpunch-go's server cannot say.
 //! Instead, a peer counts as holding our endpoint once the server has given the same endpoint for
 //! it for the grace passed to [`Legacy::new`] (the lookup delay plus a second): the peer is
 //! registered, so its client is running and looks us up at least that often, and punches as soon
-//! as it finds us. Until then the main loop only punches. A stale entry (natpunch-go's server keeps every entry for ever)
+//! as it finds us. Until then the agent only punches. A stale entry (natpunch-go's server keeps every entry for ever)
 //! still gets its endpoint after the grace, and the wait for the WireGuard handshake tells it
 //! apart (exit status 5).
 
@@ -25,9 +25,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use wgpunch_common::client::{Client, Event};
-use wgpunch_common::keys::PublicKey;
-use wgpunch_common::legacy::client::{LegacyClient, LegacyEvent};
+use crate::client::{Client, Event};
+use crate::keys::PublicKey;
+use crate::legacy::client::{LegacyClient, LegacyEvent};
 
 /// A client of one discovery server, in the protocol the server speaks.
 #[derive(Debug)]
@@ -131,6 +131,14 @@ impl Discovery {
         }
     }
 
+    /// Registers again at once, so that the server observes our current NAT mapping (natpunch-go's
+    /// server records every handshake's source, and its lookups refresh nothing it tells us).
+    pub fn refresh(&mut self) {
+        if let Discovery::Native(c) = self {
+            c.refresh();
+        }
+    }
+
     /// Replaces the peer list declared to the server (natpunch-go declares none).
     pub fn set_peers(&mut self, peers: Vec<PublicKey>) {
         if let Discovery::Native(c) = self {
@@ -184,9 +192,9 @@ mod tests {
 
     fn legacy() -> Legacy {
         let client = LegacyClient::new(
-            wgpunch_common::keys::PrivateKey::from_bytes([1; 32]),
+            crate::keys::PrivateKey::from_bytes([1; 32]),
             PublicKey([2; 32]),
-            wgpunch_common::legacy::client::LegacyConfig::default(),
+            crate::legacy::client::LegacyConfig::default(),
             [3; 32],
         );
         Legacy::new(client, Duration::from_secs(3))

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use wgpunch_common::wire::endpoint::canonical;
+use crate::wire::endpoint::canonical;
 
 /// Why an endpoint was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

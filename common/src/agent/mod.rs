@@ -1,0 +1,595 @@
+//! The client's decisions as one sans-IO state machine: which peers to look up and when, the
+//! punches and their TTL, the barrier, verification, recovery, parking, warnings and the exit.
+//!
+//! The IO layer feeds it the server's datagrams ([`Agent::handle_datagram`]), snapshots of the
+//! WireGuard interface ([`Agent::handle_interface`]) and the time ([`Agent::handle_timeout`]);
+//! it sends what [`Agent::poll_transmit`] returns to the server from the WireGuard port, carries
+//! out what [`Agent::poll_action`] asks (punch, set an endpoint, read the interface, log, exit),
+//! and wakes up no later than [`Agent::poll_timeout`]. Nothing here reads a clock or touches the
+//! network, so tests drive whole scenarios in virtual time.
+
+pub mod discovery;
+pub mod peers;
+pub mod sanity;
+pub mod snapshot;
+
+use std::collections::{HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::debug;
+
+use crate::client::Event;
+use crate::keys::PublicKey;
+use discovery::Discovery;
+use peers::{ParkReason, PeerAction, PeerPolicy, Peers};
+use sanity::Refused;
+use snapshot::{InterfaceSnapshot, PeerSnapshot};
+
+/// How often the interface is read while a peer waits for its handshake.
+const READ_CLOSELY: Duration = Duration::from_millis(100);
+
+/// How often the interface is read otherwise: new peers, traffic that gets no answer.
+const READ_EVERY: Duration = Duration::from_secs(1);
+
+/// Longest time between lookups while peers wait behind the barrier, since punch
+/// confirmations count for 20 s on the server.
+const MAX_LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// natpunch-go: how much longer than the lookup interval a found endpoint waits before it is set,
+/// so that the peer's client has looked us up and punched towards us (see [`discovery`]).
+const NATPUNCH_GO_GRACE_SLACK: Duration = Duration::from_secs(1);
+
+/// In continuous mode, how long without a server before a warning is logged.
+const SILENCE_WARNING: Duration = Duration::from_secs(30);
+
+/// Shortest time between two registrations made because a path looked broken.
+const SUSPECT_REFRESH_GAP: Duration = Duration::from_secs(5);
+
+/// Most refused `(peer, endpoint)` pairs remembered, so each is warned about once.
+const MAX_REFUSED: usize = 1024;
+
+/// How the agent behaves: the client's command line, as far as decisions go.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Keep running (continuous mode) instead of exiting once every peer is settled.
+    pub continuous: bool,
+    /// Persistent keepalive set on resolved peers.
+    pub keepalive: u16,
+    /// How long to wait for a WireGuard handshake after setting an endpoint.
+    pub handshake_timeout: Duration,
+    /// Fallback interval between lookups of peers not resolved yet (`--delay`); the server's
+    /// pushes make most of them unnecessary.
+    pub delay: Duration,
+    /// One-shot mode: give up after this long.
+    pub timeout: Duration,
+    /// TTL of punches; by default 1 without NAT, else 2.
+    pub punch_ttl: Option<u8>,
+}
+
+impl AgentConfig {
+    /// How often peers are looked up: `delay`, but at least every 10 s.
+    pub fn lookup_interval(&self) -> Duration {
+        self.delay.min(MAX_LOOKUP_INTERVAL)
+    }
+
+    /// natpunch-go's timed barrier: how long the server must have given the same endpoint for a
+    /// peer before it is set (the peer, with the same `--delay`, has looked us up by then).
+    pub fn natpunch_go_grace(&self) -> Duration {
+        self.lookup_interval() + NATPUNCH_GO_GRACE_SLACK
+    }
+
+    /// The per-peer policy that follows from this configuration.
+    pub fn peer_policy(&self) -> PeerPolicy {
+        PeerPolicy::new(self.continuous, self.keepalive, self.handshake_timeout)
+    }
+}
+
+/// What the IO layer must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send an empty datagram from the WireGuard port to `endpoint` with IP TTL `ttl`.
+    Punch {
+        /// The peer.
+        peer: PublicKey,
+        /// Its public endpoint.
+        endpoint: SocketAddr,
+        /// Hops: through our own NAT, not as far as the peer's.
+        ttl: u8,
+    },
+    /// Set the peer's endpoint and persistent keepalive.
+    SetEndpoint {
+        /// The peer.
+        peer: PublicKey,
+        /// The endpoint.
+        endpoint: SocketAddr,
+        /// The keepalive in seconds.
+        keepalive: u16,
+    },
+    /// Set only the peer's persistent keepalive: WireGuard found a working path by itself.
+    SetKeepalive {
+        /// The peer.
+        peer: PublicKey,
+        /// The keepalive in seconds.
+        keepalive: u16,
+    },
+    /// Point the peer's endpoint at `endpoint`, our own loopback WireGuard port, so that nothing
+    /// leaves the host towards it; the keepalive stays as it is.
+    Park {
+        /// The peer.
+        peer: PublicKey,
+        /// The parking endpoint.
+        endpoint: SocketAddr,
+        /// Why, for the log.
+        reason: ParkReason,
+    },
+    /// Read the interface and hand it to [`Agent::handle_interface`] (or report
+    /// [`Agent::interface_unreadable`]).
+    ReadInterface,
+    /// Tell the user.
+    Notice(Notice),
+    /// Stop: one-shot mode is done.
+    Exit(Outcome),
+}
+
+/// Something worth telling the user; the IO layer logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A handshake with the server completed.
+    ConnectedToServer,
+    /// The server holds our registration and sees our WireGuard port at `observed`.
+    Registered {
+        /// Our public address as the server sees it.
+        observed: SocketAddr,
+        /// How long the registration lasts without a refresh.
+        ttl: Duration,
+        /// The address it saw before, when this is a change.
+        previous: Option<SocketAddr>,
+    },
+    /// The server said where a peer is (an answer or a push).
+    Answer {
+        /// The peer.
+        peer: PublicKey,
+        /// Its endpoint.
+        endpoint: SocketAddr,
+        /// Seconds since the server heard from it.
+        age: Duration,
+        /// The peer holds our current endpoint.
+        peer_has_yours: bool,
+    },
+    /// The server cannot tell where a peer is (yet).
+    Unknown {
+        /// The peer.
+        peer: PublicKey,
+    },
+    /// An endpoint from the server was refused (told once per peer and endpoint).
+    EndpointRefused {
+        /// The peer.
+        peer: PublicKey,
+        /// The refused endpoint.
+        endpoint: SocketAddr,
+        /// Why.
+        reason: Refused,
+    },
+    /// Traffic through the tunnel gets no answer: registering again to see whether our NAT
+    /// mapping moved (the server then tells the peers).
+    PathSuspect,
+    /// Continuous mode: the server has not answered for this long.
+    ServerSilent {
+        /// How long.
+        silent: Duration,
+    },
+}
+
+/// How a one-shot run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every peer connected, or already had a working handshake.
+    Connected {
+        /// Number of peers.
+        peers: usize,
+    },
+    /// Endpoints were set, but no WireGuard handshake followed with these peers.
+    NoHandshake {
+        /// Each peer with the endpoint tried.
+        failed: Vec<(PublicKey, SocketAddr)>,
+    },
+    /// The timeout passed with peers unresolved.
+    Unresolved {
+        /// Peers the server never gave.
+        unresolved: Vec<PublicKey>,
+        /// Peers whose endpoint was set without a handshake following, as for `NoHandshake`.
+        failed: Vec<(PublicKey, SocketAddr)>,
+        /// Number of peers.
+        peers: usize,
+    },
+    /// The server never answered.
+    NoServer,
+}
+
+/// The client's decisions, for one WireGuard interface and one discovery server.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    discovery: Discovery,
+    peers: Peers,
+    snapshot: InterfaceSnapshot,
+    /// The address and port our datagrams leave from (the WireGuard port).
+    local: SocketAddr,
+    /// Our WireGuard port's public address as the server sees it.
+    observed: Option<SocketAddr>,
+    started: Instant,
+    next_lookup: Instant,
+    next_read: Instant,
+    /// A [`Action::ReadInterface`] is out and not answered yet.
+    reading: bool,
+    /// Answers waiting for a fresh snapshot of the interface before they are decided on.
+    answers: Vec<(PublicKey, SocketAddr, bool)>,
+    last_contact: Option<Instant>,
+    warned_silence: bool,
+    refused: HashSet<(PublicKey, SocketAddr)>,
+    last_suspect_refresh: Option<Instant>,
+    actions: VecDeque<Action>,
+    exited: bool,
+}
+
+impl Agent {
+    /// An agent for an interface first seen as `snapshot` at `now` (`wall`), talking to the
+    /// server through `discovery` from `local` (the WireGuard port).
+    pub fn new(
+        config: AgentConfig,
+        discovery: Discovery,
+        local: SocketAddr,
+        snapshot: InterfaceSnapshot,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Self {
+        let peers = Peers::new(config.peer_policy(), &snapshot.peers, now, wall);
+        let mut agent = Self {
+            config,
+            discovery,
+            peers,
+            snapshot,
+            local,
+            observed: None,
+            started: now,
+            next_lookup: now,
+            next_read: now + READ_EVERY,
+            reading: false,
+            answers: Vec::new(),
+            last_contact: None,
+            warned_silence: false,
+            refused: HashSet::new(),
+            last_suspect_refresh: None,
+            actions: VecDeque::new(),
+            exited: false,
+        };
+        agent.take_peer_actions(now);
+        agent
+    }
+
+    /// The per-peer state machine, for inspection.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Our public address as the server last saw it.
+    pub fn observed(&self) -> Option<SocketAddr> {
+        self.observed
+    }
+
+    /// True in continuous mode.
+    pub fn is_continuous(&self) -> bool {
+        self.config.continuous
+    }
+
+    /// Handles a datagram from the server.
+    pub fn handle_datagram(&mut self, now: Instant, wall: SystemTime, datagram: &[u8]) {
+        self.discovery.handle_datagram(now, datagram);
+        self.take_events(now, wall);
+    }
+
+    /// Handles a fresh snapshot of the interface, read because of [`Action::ReadInterface`] (or
+    /// at any other time).
+    pub fn handle_interface(
+        &mut self,
+        snapshot: InterfaceSnapshot,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        self.reading = false;
+        self.peers.observe(&snapshot.peers, now, wall);
+        if self.config.continuous {
+            self.discovery.set_peers(snapshot.keys());
+        }
+        self.snapshot = snapshot;
+        let tunnel = self.snapshot.tunnel_networks();
+        for (peer, endpoint, peer_has_yours) in std::mem::take(&mut self.answers) {
+            if let Err(reason) = sanity::check_endpoint(endpoint, &tunnel) {
+                if self.refused.len() >= MAX_REFUSED {
+                    self.refused.clear();
+                }
+                if self.refused.insert((peer, endpoint)) {
+                    self.notice(Notice::EndpointRefused {
+                        peer,
+                        endpoint,
+                        reason,
+                    });
+                }
+                continue;
+            }
+            let current = match self.snapshot.peer(&peer) {
+                Some(p) => p.clone(),
+                None => continue,
+            };
+            self.peers
+                .on_resolved(peer, endpoint, peer_has_yours, &current, now, wall);
+        }
+        if self.peers.take_suspect() {
+            self.on_suspect(now);
+        }
+        self.take_peer_actions(now);
+        self.next_read = now + self.read_interval();
+        self.check_done(now);
+    }
+
+    /// The interface could not be read. Returns false when that ends the run (one-shot mode
+    /// needs the interface to the end); continuous mode tries again later.
+    pub fn interface_unreadable(&mut self, now: Instant) -> bool {
+        self.reading = false;
+        self.next_read = now + READ_EVERY;
+        self.config.continuous
+    }
+
+    /// Lets time pass: lookups, interface reads, the one-shot deadline and the silence warning
+    /// fall due here.
+    pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
+        let _ = wall;
+        if self.exited {
+            return;
+        }
+        if now >= self.next_lookup {
+            self.next_lookup = now + self.config.lookup_interval();
+            let wanted = self.peers.take_wanted();
+            if !wanted.is_empty() {
+                self.discovery.lookup_with(wanted);
+            }
+        }
+        let peer_due = self.peers.next_deadline().is_some_and(|d| now >= d);
+        if (now >= self.next_read || peer_due) && !self.reading {
+            self.reading = true;
+            self.actions.push_back(Action::ReadInterface);
+        }
+        if !self.config.continuous && now >= self.started + self.config.timeout {
+            let outcome = self.give_up();
+            self.exit(outcome);
+            return;
+        }
+        let silent = now.saturating_duration_since(self.last_contact.unwrap_or(self.started));
+        if self.config.continuous && !self.warned_silence && silent >= SILENCE_WARNING {
+            self.warned_silence = true;
+            self.notice(Notice::ServerSilent { silent });
+        }
+    }
+
+    /// The next datagram for the server, if one is due at `now`.
+    pub fn poll_transmit(&mut self, now: Instant, wall: SystemTime) -> Option<Vec<u8>> {
+        if self.exited {
+            return None;
+        }
+        self.discovery.poll_transmit(now, wall)
+    }
+
+    /// The next thing for the IO layer to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Agent::handle_timeout`] and [`Agent::poll_transmit`] must be called next, at the
+    /// latest; `None` once the run is over.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.exited {
+            return None;
+        }
+        let lookup = self.peers.wants_lookups().then_some(self.next_lookup);
+        let deadline = (!self.config.continuous).then(|| self.started + self.config.timeout);
+        let warning = (self.config.continuous && !self.warned_silence)
+            .then(|| self.last_contact.unwrap_or(self.started) + SILENCE_WARNING);
+        [
+            self.discovery.poll_timeout(),
+            lookup,
+            (!self.reading).then_some(self.next_read),
+            self.peers.next_deadline(),
+            deadline,
+            warning,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn read_interval(&self) -> Duration {
+        if self.peers.is_verifying() {
+            READ_CLOSELY
+        } else {
+            READ_EVERY
+        }
+    }
+
+    fn notice(&mut self, notice: Notice) {
+        self.actions.push_back(Action::Notice(notice));
+    }
+
+    fn exit(&mut self, outcome: Outcome) {
+        if !self.exited {
+            self.exited = true;
+            self.actions.push_back(Action::Exit(outcome));
+        }
+    }
+
+    /// Drains the protocol's events: registrations, answers and pushes.
+    fn take_events(&mut self, now: Instant, wall: SystemTime) {
+        let mut heard = false;
+        while let Some(event) = self.discovery.poll_event(now) {
+            heard = true;
+            match event {
+                Event::Connected => self.notice(Notice::ConnectedToServer),
+                Event::Registered { observed, ttl } => {
+                    let previous = self.observed.replace(observed);
+                    if previous != Some(observed) {
+                        self.notice(Notice::Registered {
+                            observed,
+                            ttl,
+                            previous,
+                        });
+                    }
+                    if previous.is_some_and(|p| p != observed) {
+                        // Our NAT moved us: the peers must open theirs towards the new mapping.
+                        self.peers.our_address_changed(now, wall);
+                        self.next_lookup = now;
+                    }
+                }
+                Event::Resolved {
+                    peer,
+                    endpoint,
+                    age,
+                    peer_has_yours,
+                } => {
+                    self.notice(Notice::Answer {
+                        peer,
+                        endpoint,
+                        age,
+                        peer_has_yours,
+                    });
+                    self.answers.retain(|(p, _, _)| *p != peer);
+                    self.answers.push((peer, endpoint, peer_has_yours));
+                }
+                Event::Unknown { peer } => self.notice(Notice::Unknown { peer }),
+            }
+        }
+        if heard || (self.discovery.is_connected() && !self.discovery.is_waiting()) {
+            self.last_contact = Some(now);
+            self.warned_silence = false;
+        }
+        if !self.answers.is_empty() && !self.reading {
+            // Decide on what the interface shows right now: WireGuard may have found a path.
+            self.reading = true;
+            self.actions.push_back(Action::ReadInterface);
+        }
+        self.take_peer_actions(now);
+        self.check_done(now);
+    }
+
+    /// Some connected path looks broken: register again (at most every few seconds), so that
+    /// the server observes our current mapping and, if it moved, tells the peers.
+    fn on_suspect(&mut self, now: Instant) {
+        if self
+            .last_suspect_refresh
+            .is_some_and(|at| now.saturating_duration_since(at) < SUSPECT_REFRESH_GAP)
+        {
+            return;
+        }
+        self.last_suspect_refresh = Some(now);
+        self.discovery.refresh();
+        self.notice(Notice::PathSuspect);
+    }
+
+    /// The punch TTL: passes our own NAT (if any) and expires before the peer's.
+    fn punch_ttl(&self) -> u8 {
+        self.config.punch_ttl.unwrap_or(match self.observed {
+            Some(observed) if observed.ip() == self.local.ip() => 1,
+            _ => 2,
+        })
+    }
+
+    /// Where a parked peer's endpoint points: our own WireGuard port on loopback.
+    fn parking_endpoint(&self) -> SocketAddr {
+        let ip = match self.local.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        SocketAddr::new(ip, self.local.port())
+    }
+
+    fn take_peer_actions(&mut self, now: Instant) {
+        let keepalive = self.config.keepalive;
+        while let Some(action) = self.peers.poll_action() {
+            let action = match action {
+                PeerAction::Punch {
+                    peer,
+                    endpoint,
+                    first,
+                } => {
+                    if first && self.discovery.has_barrier() {
+                        // Confirm at once: the server then tells the peer, which may go ahead.
+                        self.next_lookup = now;
+                    }
+                    Action::Punch {
+                        peer,
+                        endpoint,
+                        ttl: self.punch_ttl(),
+                    }
+                }
+                PeerAction::SetEndpoint { peer, endpoint } => {
+                    self.next_read = self.next_read.min(now + READ_CLOSELY);
+                    Action::SetEndpoint {
+                        peer,
+                        endpoint,
+                        keepalive,
+                    }
+                }
+                PeerAction::SetKeepalive { peer } => Action::SetKeepalive { peer, keepalive },
+                PeerAction::Park { peer, reason } => Action::Park {
+                    peer,
+                    endpoint: self.parking_endpoint(),
+                    reason,
+                },
+            };
+            self.actions.push_back(action);
+        }
+    }
+
+    /// One-shot mode ends once the server holds us and every peer is settled.
+    fn check_done(&mut self, now: Instant) {
+        let _ = now;
+        // natpunch-go's server may not tell us our address: a handshake registers us there.
+        let registered = self.observed.is_some() || self.discovery.is_registered();
+        if self.config.continuous || self.exited || !registered || !self.peers.is_settled() {
+            return;
+        }
+        let failed = self.peers.without_handshake();
+        let outcome = if failed.is_empty() {
+            Outcome::Connected {
+                peers: self.peers.len(),
+            }
+        } else {
+            Outcome::NoHandshake { failed }
+        };
+        debug!(?outcome, "one-shot run done");
+        self.exit(outcome);
+    }
+
+    fn give_up(&self) -> Outcome {
+        if self.last_contact.is_none() {
+            return Outcome::NoServer;
+        }
+        let unresolved = self.peers.unresolved();
+        let failed = self.peers.without_handshake();
+        match (unresolved.is_empty(), failed.is_empty()) {
+            (true, true) => Outcome::Connected {
+                peers: self.peers.len(),
+            },
+            (true, false) => Outcome::NoHandshake { failed },
+            (false, _) => Outcome::Unresolved {
+                unresolved,
+                failed,
+                peers: self.peers.len(),
+            },
+        }
+    }
+
+    /// The snapshot of the peer `key` last handed in.
+    pub fn peer_snapshot(&self, key: &PublicKey) -> Option<&PeerSnapshot> {
+        self.snapshot.peer(key)
+    }
+}

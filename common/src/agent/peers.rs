@@ -1,0 +1,588 @@
+//! What the client does for each WireGuard peer, as a state machine without IO.
+//!
+//! It takes snapshots of the interface ([`Peers::observe`]) and the server's answers and pushes
+//! ([`Peers::on_resolved`]), and hands out [`PeerAction`]s: punch our own NAT open towards a
+//! peer, set its endpoint, set its keepalive, or park it.
+//!
+//! # The conntrack trap and the barrier
+//!
+//! Suppose A's first WireGuard packet reaches B's NAT before B has sent anything to A. B's NAT
+//! keeps a conntrack entry for that unsolicited packet, and A's retries keep it alive. B's packets
+//! to A would use the same public `ip:port` pair, so B's NAT must map them to another port, and A
+//! never hears from the port it knows. To prevent this, each side first opens its own NAT towards
+//! the other with a *punch*: an empty datagram from the WireGuard port whose TTL runs out before it
+//! reaches the other NAT. A side sets the endpoint, which makes WireGuard send, only once the
+//! server says the peer already holds our current endpoint. By then the peer has punched towards
+//! us, because it punches as soon as it learns our endpoint.
+//!
+//! # Recovery
+//!
+//! A connected peer whose endpoint the server reports somewhere else has moved (its NAT remapped
+//! or its public address changed): it goes behind the barrier again towards the new endpoint,
+//! while WireGuard keeps its session. When our own address changed, every connected peer is
+//! punched and confirmed again, so that the peers' barriers open towards our new address, and is
+//! then watched for traffic for a short while. Only a path that still carries nothing after that
+//! is *parked*: its endpoint points at our own loopback address, so that nobody sends and stale
+//! conntrack entries on both NATs (the trap above) expire; then the barrier runs again.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::keys::PublicKey;
+
+use super::snapshot::PeerSnapshot;
+
+/// How the peer state machine behaves.
+#[derive(Debug, Clone)]
+pub struct PeerPolicy {
+    /// Keep watching peers after they connected (continuous mode).
+    pub continuous: bool,
+    /// Persistent keepalive set on peers.
+    pub keepalive: u16,
+    /// How long to wait for a WireGuard handshake after setting an endpoint.
+    pub handshake_timeout: Duration,
+    /// Continuous mode: after a move (ours or the peer's), how long the path may carry nothing
+    /// before it is taken as trapped by stale NAT state and parked.
+    pub recovery_wait: Duration,
+    /// Continuous mode: a connected peer from which nothing was received for this long has lost
+    /// its path (its keepalives would have arrived).
+    pub silence_limit: Duration,
+    /// How long a peer stays parked: longer than a NAT keeps an unanswered UDP mapping (30 s on
+    /// Linux).
+    pub park_time: Duration,
+    /// Continuous mode: traffic that gets no answer for this long makes the path suspect.
+    pub suspect_after: Duration,
+}
+
+impl PeerPolicy {
+    /// The defaults for a keepalive of `keepalive` seconds.
+    pub fn new(continuous: bool, keepalive: u16, handshake_timeout: Duration) -> Self {
+        Self {
+            continuous,
+            keepalive,
+            handshake_timeout,
+            recovery_wait: Duration::from_secs(6),
+            silence_limit: Duration::from_secs(u64::from(keepalive) * 2 + 10),
+            park_time: Duration::from_secs(35),
+            suspect_after: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a peer was parked: what the log tells the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkReason {
+    /// At start the peer had an endpoint but no live handshake: the stale endpoint may be
+    /// keeping a trap alive on the peer's NAT.
+    StaleAtStart,
+    /// After a move, the path carried nothing within the recovery wait.
+    NoTrafficAfterMove,
+    /// The endpoint was set, but no handshake followed within the wait.
+    NoHandshake,
+    /// Nothing was received for the silence limit, or the handshake went stale.
+    Silent,
+}
+
+impl ParkReason {
+    /// The reason in plain words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ParkReason::StaleAtStart => {
+                "its endpoint is set but WireGuard has no live handshake with it"
+            }
+            ParkReason::NoTrafficAfterMove => {
+                "after the NAT mapping moved, nothing came back through the new path"
+            }
+            ParkReason::NoHandshake => "no WireGuard handshake followed after setting its endpoint",
+            ParkReason::Silent => "nothing has been received from it for too long",
+        }
+    }
+}
+
+/// Something the IO layer must do for one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerAction {
+    /// Send a TTL-limited punch from the WireGuard port towards `endpoint`.
+    Punch {
+        /// The peer.
+        peer: PublicKey,
+        /// Its public endpoint.
+        endpoint: SocketAddr,
+        /// The first punch towards this endpoint: confirming it soon lets the peer go ahead.
+        first: bool,
+    },
+    /// Set the peer's endpoint and the keepalive.
+    SetEndpoint {
+        /// The peer.
+        peer: PublicKey,
+        /// Its public endpoint.
+        endpoint: SocketAddr,
+    },
+    /// Set only the keepalive: WireGuard found a working path by itself.
+    SetKeepalive {
+        /// The peer.
+        peer: PublicKey,
+    },
+    /// Point the peer's endpoint at our own loopback address so that nothing goes towards it.
+    Park {
+        /// The peer.
+        peer: PublicKey,
+        /// Why.
+        reason: ParkReason,
+    },
+}
+
+/// Where one peer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Waiting for the server to give its endpoint and say it holds ours.
+    Wanted,
+    /// Kept silent until `until`, then wanted again.
+    Parked {
+        /// When parking ends.
+        until: Instant,
+    },
+    /// Endpoint set (or our own address changed) at `since`; waiting for a WireGuard handshake
+    /// or traffic from the peer until `until`.
+    Verifying {
+        /// The endpoint set.
+        endpoint: SocketAddr,
+        /// When it was set.
+        since: Instant,
+        /// When the wait ends.
+        until: Instant,
+        /// The path moved (ours or the peer's): WireGuard keeps its session, so traffic proves
+        /// the new path, and nothing within the recovery wait means stale NAT state.
+        moved: bool,
+    },
+    /// WireGuard has a working path.
+    Connected,
+    /// The endpoint was set but no handshake came: no direct path.
+    NoHandshake {
+        /// The endpoint that was tried.
+        endpoint: SocketAddr,
+        /// When the wait ended.
+        since: Instant,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    state: State,
+    /// The endpoint we last punched towards while waiting behind the barrier.
+    punched: Option<SocketAddr>,
+    /// Handshakes at or before this time do not count: they belong to a path that died.
+    floor: Option<SystemTime>,
+    /// Where the interface last said the peer is.
+    endpoint: Option<SocketAddr>,
+    /// The endpoint the server last gave for the peer: a different one later means it moved.
+    told: Option<SocketAddr>,
+    rx_bytes: u64,
+    tx_bytes: u64,
+    /// When the received bytes last grew.
+    rx_changed: Instant,
+    /// Reads in a row at which the received bytes grew.
+    rx_streak: u32,
+    /// A steady flow came from the peer (two reads in a row saw it), not a lone keepalive.
+    flowing: bool,
+    /// Reads at which the sent bytes grew since the received ones last did.
+    tx_unanswered: u32,
+    /// The current silence already made the path suspect once.
+    suspected: bool,
+    /// The next lookup of this peer confirms a punch towards its current endpoint.
+    confirm: bool,
+}
+
+/// The state of every peer of the interface.
+#[derive(Debug)]
+pub struct Peers {
+    policy: PeerPolicy,
+    peers: BTreeMap<PublicKey, Tracked>,
+    actions: Vec<PeerAction>,
+    /// Some connected path looks broken: the agent refreshes its registration.
+    suspect: bool,
+}
+
+impl Peers {
+    /// Starts from a first snapshot of the interface's peers, taken at `now` (`wall`).
+    pub fn new(
+        policy: PeerPolicy,
+        snapshot: &[PeerSnapshot],
+        now: Instant,
+        wall: SystemTime,
+    ) -> Self {
+        let mut peers = Self {
+            policy,
+            peers: BTreeMap::new(),
+            actions: Vec::new(),
+            suspect: false,
+        };
+        peers.observe(snapshot, now, wall);
+        peers
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &PeerPolicy {
+        &self.policy
+    }
+
+    /// The state of `peer`.
+    pub fn state(&self, peer: &PublicKey) -> Option<State> {
+        self.peers.get(peer).map(|t| t.state)
+    }
+
+    /// The states of every peer, in key order.
+    pub fn states(&self) -> impl Iterator<Item = (PublicKey, State)> + '_ {
+        self.peers.iter().map(|(k, t)| (*k, t.state))
+    }
+
+    /// Peers to ask the server about, each with whether we punched towards the endpoint it last
+    /// gave us: those waiting behind the barrier, those waiting for a handshake (whose
+    /// confirmations let the peer's barrier open), and connected peers that must confirm again
+    /// after our own address changed. Consumes those one-time confirmations.
+    pub fn take_wanted(&mut self) -> Vec<(PublicKey, bool)> {
+        self.peers
+            .iter_mut()
+            .filter_map(|(k, t)| {
+                let confirm = std::mem::take(&mut t.confirm);
+                match t.state {
+                    State::Wanted => Some((*k, t.punched.is_some() || confirm)),
+                    State::Verifying { .. } => Some((*k, true)),
+                    State::Connected if confirm => Some((*k, true)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// True when some peer waits behind the barrier or for a handshake: lookups are due.
+    pub fn wants_lookups(&self) -> bool {
+        self.peers
+            .values()
+            .any(|t| matches!(t.state, State::Wanted | State::Verifying { .. }) || t.confirm)
+    }
+
+    /// Peers the server has not (yet) given, or that are parked before being asked again.
+    pub fn unresolved(&self) -> Vec<PublicKey> {
+        self.in_state(|s| matches!(s, State::Wanted | State::Parked { .. }))
+    }
+
+    /// Peers whose endpoint was set but with which no handshake happened, with that endpoint.
+    pub fn without_handshake(&self) -> Vec<(PublicKey, SocketAddr)> {
+        self.peers
+            .iter()
+            .filter_map(|(k, t)| match t.state {
+                State::NoHandshake { endpoint, .. } | State::Verifying { endpoint, .. } => {
+                    Some((*k, endpoint))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Number of peers.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// True when the interface has no peers.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// True when nothing is pending: every peer is connected or failed.
+    pub fn is_settled(&self) -> bool {
+        self.peers
+            .values()
+            .all(|t| matches!(t.state, State::Connected | State::NoHandshake { .. }))
+    }
+
+    /// True while some peer waits for a handshake, so the interface should be read often.
+    pub fn is_verifying(&self) -> bool {
+        self.peers
+            .values()
+            .any(|t| matches!(t.state, State::Verifying { .. }))
+    }
+
+    /// The next time something changes without new input.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(|t| match t.state {
+                State::Parked { until } | State::Verifying { until, .. } => Some(until),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The next action for the IO layer.
+    pub fn poll_action(&mut self) -> Option<PeerAction> {
+        if self.actions.is_empty() {
+            None
+        } else {
+            Some(self.actions.remove(0))
+        }
+    }
+
+    /// True once after some connected path started to look broken: traffic to the peer gets no
+    /// answer, or a steady flow from it stopped.
+    pub fn take_suspect(&mut self) -> bool {
+        std::mem::take(&mut self.suspect)
+    }
+
+    fn in_state(&self, f: fn(&State) -> bool) -> Vec<PublicKey> {
+        self.peers
+            .iter()
+            .filter(|(_, t)| f(&t.state))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Our own public address changed: punch every connected peer again from the new mapping
+    /// and confirm it, so that its barrier opens towards us, then watch the path for traffic.
+    pub fn our_address_changed(&mut self, now: Instant, wall: SystemTime) {
+        let wait = self.policy.recovery_wait;
+        for (key, tracked) in &mut self.peers {
+            let (State::Connected, Some(endpoint)) = (tracked.state, tracked.endpoint) else {
+                continue;
+            };
+            self.actions.push(PeerAction::Punch {
+                peer: *key,
+                endpoint,
+                first: true,
+            });
+            tracked.confirm = true;
+            if self.policy.continuous {
+                tracked.floor = Some(wall);
+                tracked.state = State::Verifying {
+                    endpoint,
+                    since: now,
+                    until: now + wait,
+                    moved: true,
+                };
+            }
+        }
+    }
+
+    /// Takes a fresh snapshot of the interface: notices handshakes, traffic, dead paths, new and
+    /// removed peers, and the ends of waits.
+    pub fn observe(&mut self, snapshot: &[PeerSnapshot], now: Instant, wall: SystemTime) {
+        self.peers
+            .retain(|k, _| snapshot.iter().any(|p| p.key == *k));
+        for peer in snapshot {
+            self.observe_one(peer, now, wall);
+        }
+    }
+
+    fn observe_one(&mut self, peer: &PeerSnapshot, now: Instant, wall: SystemTime) {
+        let policy = self.policy.clone();
+        let floor = self.peers.get(&peer.key).and_then(|t| t.floor);
+        let fresh = live_handshake(peer, wall, floor);
+        if !self.peers.contains_key(&peer.key) {
+            let state = match (fresh, peer.endpoint) {
+                (true, _) => State::Connected,
+                // A stale endpoint may be keeping a trap alive on the peer's NAT: go quiet first.
+                (false, Some(_)) => self.park(peer.key, ParkReason::StaleAtStart, now, wall),
+                (false, None) => State::Wanted,
+            };
+            self.peers.insert(
+                peer.key,
+                Tracked {
+                    state,
+                    punched: None,
+                    floor: None,
+                    endpoint: peer.endpoint,
+                    told: None,
+                    rx_bytes: peer.rx_bytes,
+                    tx_bytes: peer.tx_bytes,
+                    rx_changed: now,
+                    rx_streak: 0,
+                    flowing: false,
+                    tx_unanswered: 0,
+                    suspected: false,
+                    confirm: false,
+                },
+            );
+        }
+        let Some(tracked) = self.peers.get_mut(&peer.key) else {
+            return;
+        };
+        let rx_grew = peer.rx_bytes != tracked.rx_bytes;
+        let tx_grew = peer.tx_bytes != tracked.tx_bytes;
+        tracked.rx_bytes = peer.rx_bytes;
+        tracked.tx_bytes = peer.tx_bytes;
+        tracked.endpoint = peer.endpoint;
+        if rx_grew {
+            tracked.rx_changed = now;
+            tracked.rx_streak = tracked.rx_streak.saturating_add(1);
+            tracked.flowing |= tracked.rx_streak >= 2;
+            tracked.tx_unanswered = 0;
+            tracked.suspected = false;
+        } else {
+            tracked.rx_streak = 0;
+            if tx_grew {
+                tracked.tx_unanswered = tracked.tx_unanswered.saturating_add(1);
+            }
+        }
+        let quiet = now.saturating_duration_since(tracked.rx_changed);
+        let next = match tracked.state {
+            // Traffic from the peer proves the path as well as a handshake: after a move,
+            // WireGuard roams within its session and makes no new handshake.
+            State::Verifying { .. } if fresh || rx_grew => Some(State::Connected),
+            State::Wanted if fresh => {
+                // The peer reached us first: keep the endpoint WireGuard learned, but hold the
+                // NAT mappings open from this side too.
+                if peer.keepalive != Some(policy.keepalive) {
+                    self.actions
+                        .push(PeerAction::SetKeepalive { peer: peer.key });
+                }
+                Some(State::Connected)
+            }
+            State::Verifying {
+                endpoint,
+                until,
+                moved,
+                ..
+            } if now >= until => {
+                if policy.continuous {
+                    let reason = if moved {
+                        ParkReason::NoTrafficAfterMove
+                    } else {
+                        ParkReason::NoHandshake
+                    };
+                    Some(self.park(peer.key, reason, now, wall))
+                } else {
+                    Some(State::NoHandshake {
+                        endpoint,
+                        since: now,
+                    })
+                }
+            }
+            State::Parked { until } if now >= until => Some(State::Wanted),
+            State::Connected if policy.continuous => {
+                if !fresh || quiet >= policy.silence_limit {
+                    Some(self.park(peer.key, ParkReason::Silent, now, wall))
+                } else {
+                    // Our traffic gets no answer, or a steady flow from the peer stopped: a NAT
+                    // on the way may have moved. A lone keepalive either way is neither.
+                    let broken = tracked.tx_unanswered >= 2 || tracked.flowing;
+                    if broken && quiet >= policy.suspect_after && !tracked.suspected {
+                        tracked.suspected = true;
+                        tracked.flowing = false;
+                        self.suspect = true;
+                    }
+                    None
+                }
+            }
+            _ => None,
+        };
+        if let (Some(state), Some(tracked)) = (next, self.peers.get_mut(&peer.key)) {
+            if state == State::Connected {
+                // Connected from now on: silence is counted from here, and the path is proven,
+                // so the handshake it has counts again.
+                tracked.rx_changed = now;
+                tracked.suspected = false;
+                tracked.floor = None;
+            }
+            tracked.state = state;
+        }
+    }
+
+    fn park(
+        &mut self,
+        peer: PublicKey,
+        reason: ParkReason,
+        now: Instant,
+        wall: SystemTime,
+    ) -> State {
+        self.actions.push(PeerAction::Park { peer, reason });
+        if let Some(tracked) = self.peers.get_mut(&peer) {
+            tracked.punched = None;
+            tracked.floor = Some(wall);
+            tracked.confirm = false;
+        }
+        State::Parked {
+            until: now + self.policy.park_time,
+        }
+    }
+
+    /// Handles the server's answer (or push) for `peer`: its endpoint, and whether it holds ours.
+    /// `current` is the peer as the interface shows it right now.
+    pub fn on_resolved(
+        &mut self,
+        peer: PublicKey,
+        endpoint: SocketAddr,
+        peer_has_yours: bool,
+        current: &PeerSnapshot,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        let policy = self.policy.clone();
+        let Some(tracked) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let told = tracked.told.replace(endpoint);
+        let moved = told.is_some_and(|t| t != endpoint) && current.endpoint != Some(endpoint);
+        match tracked.state {
+            State::Wanted => {}
+            // Continuous mode follows a peer that moved: its NAT remapped, or its address changed.
+            State::Connected | State::Verifying { .. } if policy.continuous && moved => {
+                let first = tracked.punched != Some(endpoint);
+                self.actions.push(PeerAction::Punch {
+                    peer,
+                    endpoint,
+                    first,
+                });
+                tracked.punched = Some(endpoint);
+                tracked.floor = Some(wall);
+                if peer_has_yours {
+                    self.actions
+                        .push(PeerAction::SetEndpoint { peer, endpoint });
+                    tracked.state = State::Verifying {
+                        endpoint,
+                        since: now,
+                        until: now + policy.recovery_wait,
+                        moved: true,
+                    };
+                } else {
+                    tracked.state = State::Wanted;
+                }
+                return;
+            }
+            _ => return,
+        }
+        if live_handshake(current, wall, tracked.floor) {
+            // The peer reached us first: WireGuard has a path; keep its endpoint.
+            if current.keepalive != Some(policy.keepalive) {
+                self.actions.push(PeerAction::SetKeepalive { peer });
+            }
+            tracked.state = State::Connected;
+            tracked.rx_changed = now;
+            return;
+        }
+        let first = tracked.punched != Some(endpoint);
+        self.actions.push(PeerAction::Punch {
+            peer,
+            endpoint,
+            first,
+        });
+        tracked.punched = Some(endpoint);
+        if peer_has_yours {
+            self.actions
+                .push(PeerAction::SetEndpoint { peer, endpoint });
+            tracked.state = State::Verifying {
+                endpoint,
+                since: now,
+                until: now + policy.handshake_timeout,
+                moved: false,
+            };
+        }
+    }
+}
+
+/// True when the peer has a handshake younger than 180 s that is newer than `floor`.
+fn live_handshake(peer: &PeerSnapshot, wall: SystemTime, floor: Option<SystemTime>) -> bool {
+    peer.has_fresh_handshake(wall)
+        && floor.is_none_or(|f| peer.last_handshake.is_some_and(|t| t > f))
+}
