@@ -1,4 +1,4 @@
-//! The client's per-peer state machine ([`wgpunch_client::peers::Peers`]) driven by a script of
+//! The client's per-peer state machine ([`wgpunch_common::agent::peers::Peers`]) driven by a script of
 //! interface snapshots, server answers (which come from the network) and passing time.
 //!
 //! A model interface holds up to [`PEERS`] peers; the script adds and removes them, gives them
@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-use wgpunch_client::iface::Peer;
-use wgpunch_client::peers::{Action, PeerPolicy, Peers, State};
+use wgpunch_common::agent::peers::{PeerAction as Action, PeerPolicy, Peers, State};
+use wgpunch_common::agent::snapshot::PeerSnapshot as Peer;
 use wgpunch_common::keys::PublicKey;
 
 use crate::input::{Input, Script};
@@ -215,7 +215,7 @@ pub fn run(data: &[u8]) -> Outcome {
                 Action::Punch { peer, .. }
                 | Action::SetEndpoint { peer, .. }
                 | Action::SetKeepalive { peer }
-                | Action::Park { peer } => peer,
+                | Action::Park { peer, .. } => peer,
             };
             assert!(
                 observed.contains(&peer),
@@ -286,14 +286,7 @@ fn apply(
 }
 
 fn blank(key: PublicKey) -> Peer {
-    Peer {
-        key,
-        endpoint: None,
-        keepalive: None,
-        last_handshake: None,
-        rx_bytes: 0,
-        allowed_ips: vec![],
-    }
+    Peer::new(key)
 }
 
 fn snapshot(iface: &BTreeMap<PublicKey, Peer>) -> Vec<Peer> {

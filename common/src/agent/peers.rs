@@ -192,6 +192,8 @@ struct Tracked {
     suspected: bool,
     /// The next lookup of this peer confirms a punch towards its current endpoint.
     confirm: bool,
+    /// The path moved and has not carried traffic since.
+    moving: bool,
 }
 
 /// The state of every peer of the interface.
@@ -355,6 +357,7 @@ impl Peers {
             tracked.confirm = true;
             if self.policy.continuous {
                 tracked.floor = Some(wall);
+                tracked.moving = true;
                 tracked.state = State::Verifying {
                     endpoint,
                     since: now,
@@ -402,6 +405,7 @@ impl Peers {
                     tx_unanswered: 0,
                     suspected: false,
                     confirm: false,
+                    moving: false,
                 },
             );
         }
@@ -414,8 +418,14 @@ impl Peers {
         tracked.tx_bytes = peer.tx_bytes;
         tracked.endpoint = peer.endpoint;
         if rx_grew {
+            // Growth at reads close together is a flow; a keepalive now and then is not.
+            let close = now.saturating_duration_since(tracked.rx_changed) <= policy.suspect_after;
+            tracked.rx_streak = if close {
+                tracked.rx_streak.saturating_add(1)
+            } else {
+                1
+            };
             tracked.rx_changed = now;
-            tracked.rx_streak = tracked.rx_streak.saturating_add(1);
             tracked.flowing |= tracked.rx_streak >= 2;
             tracked.tx_unanswered = 0;
             tracked.suspected = false;
@@ -484,6 +494,7 @@ impl Peers {
                 tracked.rx_changed = now;
                 tracked.suspected = false;
                 tracked.floor = None;
+                tracked.moving = false;
             }
             tracked.state = state;
         }
@@ -501,6 +512,7 @@ impl Peers {
             tracked.punched = None;
             tracked.floor = Some(wall);
             tracked.confirm = false;
+            tracked.moving = false;
         }
         State::Parked {
             until: now + self.policy.park_time,
@@ -536,6 +548,7 @@ impl Peers {
                 });
                 tracked.punched = Some(endpoint);
                 tracked.floor = Some(wall);
+                tracked.moving = true;
                 if peer_has_yours {
                     self.actions
                         .push(PeerAction::SetEndpoint { peer, endpoint });
@@ -571,11 +584,16 @@ impl Peers {
         if peer_has_yours {
             self.actions
                 .push(PeerAction::SetEndpoint { peer, endpoint });
+            let (wait, moved) = if tracked.moving {
+                (policy.recovery_wait, true)
+            } else {
+                (policy.handshake_timeout, false)
+            };
             tracked.state = State::Verifying {
                 endpoint,
                 since: now,
-                until: now + policy.handshake_timeout,
-                moved: false,
+                until: now + wait,
+                moved,
             };
         }
     }
@@ -585,4 +603,532 @@ impl Peers {
 fn live_handshake(peer: &PeerSnapshot, wall: SystemTime, floor: Option<SystemTime>) -> bool {
     peer.has_fresh_handshake(wall)
         && floor.is_none_or(|f| peer.last_handshake.is_some_and(|t| t > f))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: PublicKey = PublicKey([1; 32]);
+
+    fn peer(endpoint: Option<&str>, handshake_ago: Option<u64>, rx_bytes: u64) -> PeerSnapshot {
+        PeerSnapshot {
+            endpoint: endpoint.map(|e| e.parse().unwrap()),
+            last_handshake: handshake_ago.map(|s| SystemTime::now() - Duration::from_secs(s)),
+            rx_bytes,
+            ..PeerSnapshot::new(A)
+        }
+    }
+
+    fn endpoint() -> SocketAddr {
+        "198.51.100.10:51820".parse().unwrap()
+    }
+
+    fn actions(peers: &mut Peers) -> Vec<PeerAction> {
+        std::iter::from_fn(|| peers.poll_action()).collect()
+    }
+
+    /// The server's answer about A (at `endpoint()`), with A as `view` shows it.
+    fn answer(peers: &mut Peers, peer_has_yours: bool, view: &PeerSnapshot, now: Instant) {
+        peers.on_resolved(A, endpoint(), peer_has_yours, view, now, SystemTime::now());
+    }
+
+    fn policy(continuous: bool) -> PeerPolicy {
+        PeerPolicy::new(continuous, 25, Duration::from_secs(15))
+    }
+
+    #[test]
+    fn punches_first_and_sets_the_endpoint_only_once_the_peer_holds_ours() {
+        let now = Instant::now();
+        let mut peers = Peers::new(
+            policy(false),
+            &[peer(None, None, 0)],
+            now,
+            SystemTime::now(),
+        );
+        assert_eq!(peers.take_wanted(), vec![(A, false)]);
+        answer(&mut peers, false, &peer(None, None, 0), now);
+        assert_eq!(
+            actions(&mut peers),
+            vec![PeerAction::Punch {
+                peer: A,
+                endpoint: endpoint(),
+                first: true
+            }]
+        );
+        assert_eq!(
+            peers.state(&A),
+            Some(State::Wanted),
+            "still waiting behind the barrier"
+        );
+        assert_eq!(
+            peers.take_wanted(),
+            vec![(A, true)],
+            "the next lookup confirms the punch"
+        );
+        answer(&mut peers, true, &peer(None, None, 0), now);
+        assert_eq!(
+            actions(&mut peers),
+            vec![
+                PeerAction::Punch {
+                    peer: A,
+                    endpoint: endpoint(),
+                    first: false
+                },
+                PeerAction::SetEndpoint {
+                    peer: A,
+                    endpoint: endpoint()
+                }
+            ]
+        );
+        assert!(matches!(peers.state(&A), Some(State::Verifying { .. })));
+        assert!(!peers.is_settled());
+        assert_eq!(
+            peers.take_wanted(),
+            vec![(A, true)],
+            "keeps confirming while verifying"
+        );
+        peers.observe(
+            &[peer(Some("198.51.100.10:51820"), Some(0), 92)],
+            now + Duration::from_secs(1),
+            SystemTime::now(),
+        );
+        assert_eq!(peers.state(&A), Some(State::Connected));
+        assert!(peers.is_settled());
+    }
+
+    #[test]
+    fn no_handshake_within_the_wait_is_reported_not_resolved() {
+        let now = Instant::now();
+        let mut peers = Peers::new(
+            policy(false),
+            &[peer(None, None, 0)],
+            now,
+            SystemTime::now(),
+        );
+        answer(&mut peers, true, &peer(None, None, 0), now);
+        peers.observe(
+            &[peer(Some("198.51.100.10:51820"), None, 0)],
+            now + Duration::from_secs(14),
+            SystemTime::now(),
+        );
+        assert!(matches!(peers.state(&A), Some(State::Verifying { .. })));
+        peers.observe(
+            &[peer(Some("198.51.100.10:51820"), None, 0)],
+            now + Duration::from_secs(15),
+            SystemTime::now(),
+        );
+        assert!(matches!(peers.state(&A), Some(State::NoHandshake { .. })));
+        assert!(peers.is_settled());
+        assert_eq!(peers.without_handshake(), vec![(A, endpoint())]);
+    }
+
+    #[test]
+    fn a_peer_that_reached_us_first_keeps_its_endpoint_and_gets_the_keepalive() {
+        let now = Instant::now();
+        let mut peers = Peers::new(
+            policy(false),
+            &[peer(None, None, 0)],
+            now,
+            SystemTime::now(),
+        );
+        answer(
+            &mut peers,
+            true,
+            &peer(Some("198.51.100.10:51820"), Some(1), 92),
+            now,
+        );
+        assert_eq!(
+            actions(&mut peers),
+            vec![PeerAction::SetKeepalive { peer: A }]
+        );
+        assert_eq!(peers.state(&A), Some(State::Connected));
+    }
+
+    #[test]
+    fn a_waiting_peer_that_connects_by_itself_gets_the_keepalive() {
+        let now = Instant::now();
+        let mut peers = Peers::new(
+            policy(false),
+            &[peer(None, None, 0)],
+            now,
+            SystemTime::now(),
+        );
+        answer(&mut peers, false, &peer(None, None, 0), now);
+        assert_eq!(
+            actions(&mut peers),
+            vec![PeerAction::Punch {
+                peer: A,
+                endpoint: endpoint(),
+                first: true
+            }]
+        );
+        peers.observe(
+            &[peer(Some("198.51.100.10:51820"), Some(0), 92)],
+            now,
+            SystemTime::now(),
+        );
+        assert_eq!(
+            actions(&mut peers),
+            vec![PeerAction::SetKeepalive { peer: A }]
+        );
+        assert_eq!(peers.state(&A), Some(State::Connected));
+    }
+
+    #[test]
+    fn a_stale_endpoint_is_parked_before_anything_else() {
+        let now = Instant::now();
+        let mut peers = Peers::new(
+            policy(false),
+            &[peer(Some("198.51.100.10:51820"), Some(600), 5)],
+            now,
+            SystemTime::now(),
+        );
+        assert!(matches!(peers.state(&A), Some(State::Parked { .. })));
+        assert_eq!(
+            actions(&mut peers),
+            vec![PeerAction::Park {
+                peer: A,
+                reason: ParkReason::StaleAtStart
+            }]
+        );
+        peers.observe(
+            &[peer(Some("127.0.0.1:51820"), Some(600), 5)],
+            now + Duration::from_secs(35),
+            SystemTime::now(),
+        );
+        assert_eq!(peers.state(&A), Some(State::Wanted));
+    }
+
+    #[test]
+    fn continuous_mode_parks_a_silent_path_then_asks_again() {
+        let now = Instant::now();
+        let policy = policy(true);
+        let (silence, park) = (policy.silence_limit, policy.park_time);
+        let mut peers = Peers::new(
+            policy,
+            &[peer(Some("198.51.100.10:51820"), Some(5), 100)],
+            now,
+            SystemTime::now(),
+        );
+        assert_eq!(peers.state(&A), Some(State::Connected));
+        // Bytes keep arriving: still connected.
+        peers.observe(
+            &[peer(Some("198.51.100.10:51820"), Some(5), 200)],
+            now + silence / 2,
+            SystemTime::now(),
+        );
+        peers.observe(
+            &[peer(Some("198.51.100.10:51820"), Some(5), 300)],
+            now + silence,
+            SystemTime::now(),
+        );
+        assert_eq!(peers.state(&A), Some(State::Connected));
+        // Then nothing for the whole silence limit, though the handshake is still under 180 s.
+        let later = now + silence * 2 + Duration::from_secs(1);
+        peers.observe(
+            &[peer(Some("198.51.100.10:51820"), Some(60), 300)],
+            later,
+            SystemTime::now(),
+        );
+        assert_eq!(
+            actions(&mut peers),
+            vec![PeerAction::Park {
+                peer: A,
+                reason: ParkReason::Silent
+            }]
+        );
+        assert!(matches!(peers.state(&A), Some(State::Parked { .. })));
+        peers.observe(
+            &[peer(Some("127.0.0.1:51820"), Some(60), 300)],
+            later + park,
+            SystemTime::now(),
+        );
+        assert_eq!(peers.state(&A), Some(State::Wanted));
+    }
+
+    #[test]
+    fn after_parking_only_a_new_handshake_counts() {
+        let now = Instant::now();
+        let policy = policy(true);
+        let (silence, park) = (policy.silence_limit, policy.park_time);
+        let start = SystemTime::now();
+        let mut peers = Peers::new(
+            policy,
+            &[peer(Some("198.51.100.10:51820"), Some(5), 100)],
+            now,
+            start,
+        );
+        let later = now + silence + Duration::from_secs(1);
+        // Silent, though the last handshake (made before the path died) is under 180 s old.
+        peers.observe(
+            &[peer(Some("198.51.100.10:51820"), Some(5), 100)],
+            later,
+            start,
+        );
+        assert_eq!(
+            actions(&mut peers),
+            vec![PeerAction::Park {
+                peer: A,
+                reason: ParkReason::Silent
+            }]
+        );
+        peers.observe(
+            &[peer(Some("127.0.0.1:51820"), Some(5), 100)],
+            later + park,
+            start,
+        );
+        assert_eq!(
+            peers.state(&A),
+            Some(State::Wanted),
+            "the old handshake must not count"
+        );
+        peers.on_resolved(
+            A,
+            endpoint(),
+            true,
+            &peer(Some("127.0.0.1:51820"), Some(5), 100),
+            later + park,
+            start,
+        );
+        assert!(matches!(peers.state(&A), Some(State::Verifying { .. })));
+        // A handshake after the park does count.
+        let new = peer(Some("198.51.100.10:51820"), Some(0), 200);
+        peers.observe(
+            &[PeerSnapshot {
+                last_handshake: Some(start + Duration::from_secs(1)),
+                ..new
+            }],
+            later + park,
+            start + Duration::from_secs(2),
+        );
+        assert_eq!(peers.state(&A), Some(State::Connected));
+    }
+
+    #[test]
+    fn one_shot_mode_leaves_connected_peers_alone() {
+        let now = Instant::now();
+        let mut peers = Peers::new(
+            policy(false),
+            &[peer(Some("198.51.100.10:51820"), Some(5), 100)],
+            now,
+            SystemTime::now(),
+        );
+        peers.observe(
+            &[peer(Some("198.51.100.10:51820"), Some(500), 100)],
+            now + Duration::from_secs(500),
+            SystemTime::now(),
+        );
+        assert_eq!(peers.state(&A), Some(State::Connected));
+        assert!(actions(&mut peers).is_empty());
+    }
+
+    fn at(endpoint: &str, rx_bytes: u64, tx_bytes: u64) -> PeerSnapshot {
+        PeerSnapshot {
+            tx_bytes,
+            ..peer(Some(endpoint), Some(5), rx_bytes)
+        }
+    }
+
+    fn moved() -> SocketAddr {
+        "198.51.100.10:41000".parse().unwrap()
+    }
+
+    /// A continuous machine with A connected at `endpoint()`, which the server told us.
+    fn connected_continuous(now: Instant) -> Peers {
+        let mut peers = Peers::new(policy(true), &[peer(None, None, 0)], now, SystemTime::now());
+        answer(&mut peers, true, &peer(None, None, 0), now);
+        peers.observe(
+            &[at("198.51.100.10:51820", 100, 100)],
+            now,
+            SystemTime::now(),
+        );
+        assert_eq!(peers.state(&A), Some(State::Connected));
+        actions(&mut peers);
+        peers
+    }
+
+    #[test]
+    fn continuous_mode_follows_a_peer_that_moved_behind_the_barrier() {
+        let now = Instant::now();
+        let mut peers = connected_continuous(now);
+        let current = at("198.51.100.10:51820", 100, 100);
+        peers.on_resolved(A, moved(), false, &current, now, SystemTime::now());
+        assert_eq!(
+            actions(&mut peers),
+            vec![PeerAction::Punch {
+                peer: A,
+                endpoint: moved(),
+                first: true
+            }],
+            "punch towards the new endpoint, do not send WireGuard there yet"
+        );
+        assert_eq!(peers.state(&A), Some(State::Wanted));
+        assert_eq!(peers.take_wanted(), vec![(A, true)], "confirm the punch");
+        peers.on_resolved(A, moved(), true, &current, now, SystemTime::now());
+        assert_eq!(
+            actions(&mut peers),
+            vec![
+                PeerAction::Punch {
+                    peer: A,
+                    endpoint: moved(),
+                    first: false
+                },
+                PeerAction::SetEndpoint {
+                    peer: A,
+                    endpoint: moved()
+                },
+            ]
+        );
+        assert!(matches!(
+            peers.state(&A),
+            Some(State::Verifying { moved: true, .. })
+        ));
+        // WireGuard roams within its session: traffic, not a handshake, proves the new path.
+        let later = now + Duration::from_millis(300);
+        peers.observe(
+            &[at("198.51.100.10:41000", 200, 200)],
+            later,
+            SystemTime::now(),
+        );
+        assert_eq!(peers.state(&A), Some(State::Connected));
+    }
+
+    #[test]
+    fn one_shot_mode_ignores_a_move_of_a_connected_peer() {
+        let now = Instant::now();
+        let mut peers = Peers::new(
+            policy(false),
+            &[peer(None, None, 0)],
+            now,
+            SystemTime::now(),
+        );
+        answer(&mut peers, true, &peer(None, None, 0), now);
+        peers.observe(
+            &[at("198.51.100.10:51820", 100, 100)],
+            now,
+            SystemTime::now(),
+        );
+        actions(&mut peers);
+        let current = at("198.51.100.10:51820", 100, 100);
+        peers.on_resolved(A, moved(), true, &current, now, SystemTime::now());
+        assert!(actions(&mut peers).is_empty());
+        assert_eq!(peers.state(&A), Some(State::Connected));
+    }
+
+    #[test]
+    fn after_our_address_changed_peers_are_punched_confirmed_and_watched() {
+        let now = Instant::now();
+        let mut peers = connected_continuous(now);
+        peers.our_address_changed(now, SystemTime::now());
+        assert_eq!(
+            actions(&mut peers),
+            vec![PeerAction::Punch {
+                peer: A,
+                endpoint: endpoint(),
+                first: true
+            }]
+        );
+        assert_eq!(peers.take_wanted(), vec![(A, true)]);
+        assert!(matches!(
+            peers.state(&A),
+            Some(State::Verifying { moved: true, .. })
+        ));
+        // Traffic comes back: connected again, nothing parked.
+        let later = now + Duration::from_secs(1);
+        peers.observe(
+            &[at("198.51.100.10:51820", 300, 300)],
+            later,
+            SystemTime::now(),
+        );
+        assert_eq!(peers.state(&A), Some(State::Connected));
+        assert!(actions(&mut peers).is_empty());
+    }
+
+    #[test]
+    fn a_moved_path_that_stays_silent_is_parked_saying_why() {
+        let now = Instant::now();
+        let mut peers = connected_continuous(now);
+        let wait = peers.policy().recovery_wait;
+        peers.our_address_changed(now, SystemTime::now());
+        actions(&mut peers);
+        peers.observe(
+            &[at("198.51.100.10:51820", 100, 900)],
+            now + wait,
+            SystemTime::now(),
+        );
+        assert_eq!(
+            actions(&mut peers),
+            vec![PeerAction::Park {
+                peer: A,
+                reason: ParkReason::NoTrafficAfterMove
+            }]
+        );
+        assert!(matches!(peers.state(&A), Some(State::Parked { .. })));
+    }
+
+    #[test]
+    fn traffic_without_answers_makes_the_path_suspect_once() {
+        let now = Instant::now();
+        let mut peers = connected_continuous(now);
+        let mut tx = 100;
+        for i in 1..=4 {
+            tx += 100;
+            peers.observe(
+                &[at("198.51.100.10:51820", 100, tx)],
+                now + Duration::from_secs(i),
+                SystemTime::now(),
+            );
+        }
+        assert!(peers.take_suspect(), "sending for 4 s with nothing back");
+        peers.observe(
+            &[at("198.51.100.10:51820", 100, tx + 100)],
+            now + Duration::from_secs(5),
+            SystemTime::now(),
+        );
+        assert!(!peers.take_suspect(), "once per silence");
+    }
+
+    #[test]
+    fn a_steady_flow_that_stops_makes_the_path_suspect_but_lone_keepalives_do_not() {
+        let now = Instant::now();
+        let mut peers = connected_continuous(now);
+        // Keepalives both ways every 25 s: never suspect.
+        for i in 1..=8u64 {
+            peers.observe(
+                &[at("198.51.100.10:51820", 100 + 32 * i, 100 + 32 * i)],
+                now + Duration::from_secs(25 * i),
+                SystemTime::now(),
+            );
+            peers.observe(
+                &[at("198.51.100.10:51820", 100 + 32 * i, 100 + 32 * i)],
+                now + Duration::from_secs(25 * i + 3),
+                SystemTime::now(),
+            );
+            assert!(!peers.take_suspect(), "keepalive {i}");
+        }
+        let t = now + Duration::from_secs(300);
+        let (mut rx, mut step) = (1000, 0);
+        for s in 0..3u64 {
+            rx += 84;
+            step = s;
+            peers.observe(
+                &[at("198.51.100.10:51820", rx, 5000)],
+                t + Duration::from_secs(s),
+                SystemTime::now(),
+            );
+        }
+        assert!(!peers.take_suspect());
+        peers.observe(
+            &[at("198.51.100.10:51820", rx, 5000)],
+            t + Duration::from_secs(step + 1),
+            SystemTime::now(),
+        );
+        assert!(!peers.take_suspect(), "one quiet second is not yet suspect");
+        peers.observe(
+            &[at("198.51.100.10:51820", rx, 5000)],
+            t + Duration::from_secs(step + 2),
+            SystemTime::now(),
+        );
+        assert!(peers.take_suspect(), "a steady flow stopped for 2 s");
+    }
 }
