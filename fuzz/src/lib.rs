@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent_sim;
 pub mod client_sim;
 pub mod input;
 pub mod legacy_client_sim;

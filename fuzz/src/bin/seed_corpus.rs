@@ -23,6 +23,7 @@ use wgpunch_common::wire::packet::COOKIE_NONCE_LEN;
 use wgpunch_common::wire::{
     Lookup, LookupReply, Packet, Register, RegisterAck, Reply, Request, Sighting,
 };
+use wgpunch_fuzz::agent_sim::{self, AgentOp};
 use wgpunch_fuzz::client_sim::{self, ClientOp};
 use wgpunch_fuzz::legacy_client_sim::{self, LegacyClientOp};
 use wgpunch_fuzz::peers_sim::{self, PeerOp};
@@ -515,6 +516,31 @@ fn server_seeds() -> Seeds {
     seeds
 }
 
+fn agent_seeds() -> Seeds {
+    let mut seeds = Seeds::new("agent");
+    let connect = agent_sim::connect();
+    seeds.add("connect-one-shot", agent_sim::script(false, &connect));
+    let mut moved = connect.clone();
+    moved.extend([
+        AgentOp::Interface {
+            peer: 0,
+            ago: 0,
+            rx: 148,
+            tx: 92,
+        },
+        AgentOp::Advance { centis: 50 },
+        // Our NAT moves us: the next exchanges come from another source.
+        AgentOp::Advance { centis: 2100 },
+        AgentOp::Transmit { port: 9, flip: 0 },
+        AgentOp::Deliver { count: 16 },
+        AgentOp::Peer { port: 1 },
+        AgentOp::Transmit { port: 9, flip: 0 },
+        AgentOp::Deliver { count: 16 },
+    ]);
+    seeds.add("moved-continuous", agent_sim::script(true, &moved));
+    seeds
+}
+
 fn peers_seeds() -> Seeds {
     let mut seeds = Seeds::new("peers");
     let answer = |peer, has_yours| PeerOp::Resolved {
@@ -736,6 +762,7 @@ fn main() -> ExitCode {
     all.push(client_seeds());
     all.push(peers_seeds());
     all.push(legacy_client_seeds());
+    all.push(agent_seeds());
     for seeds in &all {
         match seeds.write(&dir) {
             Ok(n) => println!("seed_corpus: {n} seeds for {}", seeds.target),
@@ -856,6 +883,15 @@ mod tests {
                 .filter(|e| **e == LegacyEvent::Connected)
                 .count();
             assert_eq!(sessions, 2, "{name} makes a second session: {events:?}");
+        }
+    }
+
+    #[test]
+    fn agent_seeds_set_the_peers_endpoint() {
+        let seeds = agent_seeds();
+        for name in ["connect-one-shot", "moved-continuous"] {
+            let report = agent_sim::run(&seed(&seeds, name));
+            assert!(!report.endpoints_set.is_empty(), "{name}: {report:?}");
         }
     }
 

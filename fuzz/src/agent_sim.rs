@@ -1,0 +1,444 @@
+//! The `agent` target: the client's whole decision core ([`Agent`]) against a real server and a
+//! real peer client, driven by a script whose steps may lose, replay, corrupt or invent the
+//! server's datagrams, change the interface and move both clocks.
+//!
+//! The agent's key is [`world::client_key`]; its interface lists the two puppets as peers, and
+//! puppet 0 runs a real [`Client`] that lists the agent, so registrations, lookups, answers and
+//! pushes all happen for real. The model interface applies the agent's actions as the real
+//! binary does, and answers every [`Action::ReadInterface`] at once.
+//!
+//! Checked on every step: nothing panics; every datagram the agent sends parses as one a client
+//! sends; actions name only peers of the interface; an endpoint is set only after a punch towards
+//! that endpoint since the peer was last parked; after [`Action::Exit`] the agent is silent.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use wgpunch_common::agent::discovery::Discovery;
+use wgpunch_common::agent::snapshot::{InterfaceSnapshot, PeerSnapshot};
+use wgpunch_common::agent::{Action, Agent, AgentConfig};
+use wgpunch_common::client::{Client, ClientConfig};
+use wgpunch_common::keys::PublicKey;
+use wgpunch_common::server::Server;
+use wgpunch_common::wire::Packet;
+
+use crate::input::{Input, Script};
+use crate::world::{self, Clock};
+
+/// Most operations one input runs.
+pub const MAX_OPS: usize = 128;
+/// Most datagrams one side may send in one step.
+const MAX_SENDS_PER_STEP: usize = 16;
+/// Past datagrams kept for replays.
+const HISTORY: usize = 32;
+/// Longest raw datagram.
+const MAX_RAW_LEN: usize = 1300;
+
+/// One step of an agent script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentOp {
+    /// Let `centis` hundredths of a second pass, then let the agent act.
+    Advance {
+        /// Hundredths of a second.
+        centis: u16,
+    },
+    /// Step the wall clock by `secs` seconds.
+    StepWall {
+        /// Seconds, negative for back.
+        secs: i16,
+    },
+    /// The agent's due datagrams reach the server from source `port` (see [`world::source`]),
+    /// the first with bit `flip - 1` flipped; the server's answers are queued.
+    Transmit {
+        /// Source port selector: a NAT that moves.
+        port: u8,
+        /// Bit to flip, 0 none.
+        flip: u16,
+    },
+    /// Up to `count` queued server datagrams reach the agent.
+    Deliver {
+        /// How many.
+        count: u8,
+    },
+    /// The queued server datagrams are lost.
+    Lose,
+    /// Datagram `index` of those the agent received, again, with bit `flip - 1` flipped.
+    Resend {
+        /// Which, counted back from the latest.
+        index: u8,
+        /// Bit to flip.
+        flip: u16,
+    },
+    /// Arbitrary bytes reach the agent.
+    Raw {
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Puppet 0's client runs one exchange with the server from source `port`.
+    Peer {
+        /// Its source port selector.
+        port: u8,
+    },
+    /// The interface's peer `peer` changes: a handshake `ago` seconds back (255: none), and
+    /// `rx`/`tx` more bytes.
+    Interface {
+        /// Which peer (0 or 1).
+        peer: u8,
+        /// Seconds since its handshake.
+        ago: u8,
+        /// Bytes received more.
+        rx: u16,
+        /// Bytes sent more.
+        tx: u16,
+    },
+}
+
+impl AgentOp {
+    /// Reads one operation.
+    pub fn decode(r: &mut Input<'_>) -> Self {
+        match r.u8() % 9 {
+            0 => Self::Advance { centis: r.u16() },
+            1 => Self::StepWall { secs: r.i16() },
+            2 => Self::Transmit {
+                port: r.u8(),
+                flip: r.u16(),
+            },
+            3 => Self::Deliver { count: r.u8() },
+            4 => Self::Lose,
+            5 => Self::Resend {
+                index: r.u8(),
+                flip: r.u16(),
+            },
+            6 => Self::Raw {
+                bytes: r.chunk(MAX_RAW_LEN).to_vec(),
+            },
+            7 => Self::Peer { port: r.u8() },
+            _ => Self::Interface {
+                peer: r.u8(),
+                ago: r.u8(),
+                rx: r.u16(),
+                tx: r.u16(),
+            },
+        }
+    }
+
+    /// Writes the operation as [`AgentOp::decode`] reads it.
+    pub fn encode(&self, s: &mut Script) {
+        match self {
+            Self::Advance { centis } => s.u8(0).u16(*centis),
+            Self::StepWall { secs } => s.u8(1).i16(*secs),
+            Self::Transmit { port, flip } => s.u8(2).u8(*port).u16(*flip),
+            Self::Deliver { count } => s.u8(3).u8(*count),
+            Self::Lose => s.u8(4),
+            Self::Resend { index, flip } => s.u8(5).u8(*index).u16(*flip),
+            Self::Raw { bytes } => s.u8(6).chunk(bytes),
+            Self::Peer { port } => s.u8(7).u8(*port),
+            Self::Interface { peer, ago, rx, tx } => s.u8(8).u8(*peer).u8(*ago).u16(*rx).u16(*tx),
+        };
+    }
+}
+
+/// Writes a script of `ops`, the first byte choosing continuous mode.
+pub fn script(continuous: bool, ops: &[AgentOp]) -> Vec<u8> {
+    let mut s = Script::new();
+    s.u8(u8::from(continuous));
+    for op in ops {
+        op.encode(&mut s);
+    }
+    s.into_bytes()
+}
+
+/// What a run did, for the seed tests.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Endpoints set, in order.
+    pub endpoints_set: Vec<(PublicKey, SocketAddr)>,
+    /// The run ended with this action.
+    pub exited: bool,
+    /// Datagrams the agent sent.
+    pub sent: usize,
+}
+
+/// The agent, the server, puppet 0's client and the model interface.
+struct AgentSim {
+    clock: Clock,
+    agent: Agent,
+    server: Server,
+    peer: Client,
+    iface: BTreeMap<PublicKey, PeerSnapshot>,
+    to_agent: VecDeque<Vec<u8>>,
+    received: VecDeque<Vec<u8>>,
+    punched: BTreeMap<PublicKey, BTreeSet<SocketAddr>>,
+    report: Report,
+}
+
+fn local() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20)), 51820)
+}
+
+impl AgentSim {
+    fn new(continuous: bool) -> Self {
+        let clock = Clock::start();
+        let iface: BTreeMap<PublicKey, PeerSnapshot> = (0..2u8)
+            .map(|n| {
+                let key = world::puppet_public(n);
+                (key, PeerSnapshot::new(key))
+            })
+            .collect();
+        let config = AgentConfig {
+            continuous,
+            keepalive: 25,
+            handshake_timeout: Duration::from_secs(15),
+            delay: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+            punch_ttl: None,
+        };
+        let discovery = Discovery::Native(Box::new(world::client()));
+        let snapshot = InterfaceSnapshot {
+            peers: iface.values().cloned().collect(),
+        };
+        let agent = Agent::new(config, discovery, local(), snapshot, clock.now, clock.wall);
+        let peer = Client::new(
+            world::puppet_key(0),
+            world::server_public(),
+            vec![world::client_public()],
+            vec![],
+            ClientConfig::default(),
+            world::seed(7, 0),
+        );
+        Self {
+            clock,
+            agent,
+            server: world::server(false),
+            peer,
+            iface,
+            to_agent: VecDeque::new(),
+            received: VecDeque::new(),
+            punched: BTreeMap::new(),
+            report: Report::default(),
+        }
+    }
+
+    fn snapshot(&self) -> InterfaceSnapshot {
+        InterfaceSnapshot {
+            peers: self.iface.values().cloned().collect(),
+        }
+    }
+
+    /// Lets the agent act on the time, applying its actions as the binary does.
+    fn act(&mut self) {
+        self.agent.handle_timeout(self.clock.now, self.clock.wall);
+        while let Some(action) = self.agent.poll_action() {
+            assert!(!self.report.exited, "action after the exit: {action:?}");
+            match action {
+                Action::Punch { peer, endpoint, .. } => {
+                    assert!(self.iface.contains_key(&peer), "punch for {peer}");
+                    self.punched.entry(peer).or_default().insert(endpoint);
+                }
+                Action::SetEndpoint { peer, endpoint, .. } => {
+                    assert!(
+                        self.punched
+                            .get(&peer)
+                            .is_some_and(|p| p.contains(&endpoint)),
+                        "endpoint {endpoint} set for {peer} without a punch towards it"
+                    );
+                    self.report.endpoints_set.push((peer, endpoint));
+                    if let Some(p) = self.iface.get_mut(&peer) {
+                        p.endpoint = Some(endpoint);
+                        p.keepalive = Some(25);
+                    }
+                }
+                Action::SetKeepalive { peer, keepalive } => {
+                    if let Some(p) = self.iface.get_mut(&peer) {
+                        p.keepalive = Some(keepalive);
+                    }
+                }
+                Action::Park { peer, endpoint, .. } => {
+                    assert!(endpoint.ip().is_loopback(), "parked at {endpoint}");
+                    self.punched.remove(&peer);
+                    if let Some(p) = self.iface.get_mut(&peer) {
+                        p.endpoint = Some(endpoint);
+                    }
+                }
+                Action::ReadInterface => {
+                    let snapshot = self.snapshot();
+                    self.agent
+                        .handle_interface(snapshot, self.clock.now, self.clock.wall);
+                }
+                Action::Notice(_) => {}
+                Action::Exit(_) => self.report.exited = true,
+            }
+        }
+    }
+
+    fn transmit(&mut self, port: u8, flip: u16) {
+        self.act();
+        for n in 0..MAX_SENDS_PER_STEP {
+            let Some(datagram) = self.agent.poll_transmit(self.clock.now, self.clock.wall) else {
+                break;
+            };
+            assert!(!self.report.exited, "sent after the exit");
+            assert!(
+                matches!(
+                    Packet::parse(&datagram),
+                    Ok(Packet::HandshakeInit(_) | Packet::Transport(_))
+                ),
+                "the agent sent a datagram no client sends: {datagram:02x?}"
+            );
+            self.report.sent += 1;
+            let datagram = if n == 0 {
+                world::flipped(&datagram, flip)
+            } else {
+                datagram
+            };
+            let from = world::source(port);
+            let (now, wall) = (self.clock.now, self.clock.wall);
+            if let Some(reply) = self.server.handle(now, wall, from, &datagram) {
+                self.to_agent.push_back(reply);
+            }
+        }
+    }
+
+    fn receive(&mut self, datagram: Vec<u8>) {
+        self.agent
+            .handle_datagram(self.clock.now, self.clock.wall, &datagram);
+        self.received.push_back(datagram);
+        if self.received.len() > HISTORY {
+            self.received.pop_front();
+        }
+        self.act();
+    }
+
+    fn peer_exchange(&mut self, port: u8) {
+        let (now, wall) = (self.clock.now, self.clock.wall);
+        self.peer.lookup_with([(world::client_public(), true)]);
+        let from = world::source(port.wrapping_add(128));
+        for _ in 0..MAX_SENDS_PER_STEP {
+            let Some(datagram) = self.peer.poll_transmit(now, wall) else {
+                break;
+            };
+            if let Some(reply) = self.server.handle(now, wall, from, &datagram) {
+                self.peer.handle_datagram(now, &reply);
+            }
+        }
+        while self.peer.poll_event().is_some() {}
+    }
+
+    fn apply(&mut self, op: AgentOp) {
+        match op {
+            AgentOp::Advance { centis } => {
+                self.clock.advance(centis);
+                self.act();
+            }
+            AgentOp::StepWall { secs } => self.clock.step_wall(secs),
+            AgentOp::Transmit { port, flip } => self.transmit(port, flip),
+            AgentOp::Deliver { count } => {
+                for _ in 0..count {
+                    let Some(datagram) = self.to_agent.pop_front() else {
+                        break;
+                    };
+                    self.receive(datagram);
+                }
+            }
+            AgentOp::Lose => self.to_agent.clear(),
+            AgentOp::Resend { index, flip } => {
+                let len = self.received.len();
+                if len > 0 {
+                    let i = len - 1 - usize::from(index) % len;
+                    if let Some(old) = self.received.get(i) {
+                        let datagram = world::flipped(old, flip);
+                        self.receive(datagram);
+                    }
+                }
+            }
+            AgentOp::Raw { bytes } => self.receive(bytes),
+            AgentOp::Peer { port } => self.peer_exchange(port),
+            AgentOp::Interface { peer, ago, rx, tx } => {
+                let key = world::puppet_public(peer % 2);
+                let wall = self.clock.wall;
+                if let Some(p) = self.iface.get_mut(&key) {
+                    p.last_handshake =
+                        (ago != u8::MAX).then(|| wall - Duration::from_secs(u64::from(ago)));
+                    p.rx_bytes = p.rx_bytes.saturating_add(u64::from(rx));
+                    p.tx_bytes = p.tx_bytes.saturating_add(u64::from(tx));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the script in `data`, panicking when a check fails.
+pub fn run(data: &[u8]) -> Report {
+    let mut input = Input::new(data);
+    let continuous = input.u8() & 1 == 1;
+    let mut sim = AgentSim::new(continuous);
+    for _ in 0..MAX_OPS {
+        if input.is_empty() {
+            break;
+        }
+        let op = AgentOp::decode(&mut input);
+        sim.apply(op);
+    }
+    sim.report
+}
+
+/// A script's steps in which both sides exchange with the server until the agent has set the
+/// peer's endpoint: the seed corpus starts from it.
+pub fn connect() -> Vec<AgentOp> {
+    let mut ops = vec![];
+    for _ in 0..6 {
+        ops.extend([
+            AgentOp::Peer { port: 1 },
+            AgentOp::Transmit { port: 3, flip: 0 },
+            AgentOp::Deliver { count: 16 },
+            AgentOp::Advance { centis: 10 },
+        ]);
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connect_seed_sets_the_peers_endpoint_behind_the_barrier() {
+        let report = run(&script(false, &connect()));
+        assert_eq!(
+            report.endpoints_set.first().map(|(k, _)| *k),
+            Some(world::puppet_public(0)),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn a_one_shot_run_exits_once_the_peer_connected() {
+        let mut ops = connect();
+        ops.extend([
+            AgentOp::Interface {
+                peer: 0,
+                ago: 0,
+                rx: 148,
+                tx: 92,
+            },
+            AgentOp::Advance { centis: 20 },
+            AgentOp::Interface {
+                peer: 1,
+                ago: 0,
+                rx: 148,
+                tx: 92,
+            },
+            AgentOp::Advance { centis: 200 },
+        ]);
+        let report = run(&script(false, &ops));
+        assert!(report.exited, "{report:?}");
+    }
+
+    #[test]
+    fn empty_and_short_inputs_run() {
+        run(&[]);
+        run(&[1]);
+        run(&[0, 6, 0, 0]);
+    }
+}
