@@ -593,3 +593,176 @@ impl Agent {
         self.snapshot.peer(key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Client, ClientConfig};
+    use crate::keys::PrivateKey;
+    use crate::server::{Server, ServerConfig};
+
+    fn key(n: u8) -> PrivateKey {
+        PrivateKey::from_bytes([n; 32])
+    }
+
+    fn config(continuous: bool) -> AgentConfig {
+        AgentConfig {
+            continuous,
+            keepalive: 25,
+            handshake_timeout: Duration::from_secs(15),
+            delay: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+            punch_ttl: None,
+        }
+    }
+
+    /// An agent for key 1 with peer key 2 on its interface, and a server for key 100.
+    fn agent(continuous: bool, now: Instant, wall: SystemTime) -> (Agent, Server) {
+        let server = Server::new(key(100), ServerConfig::default(), [9; 32]);
+        let peer = key(2).public_key();
+        let local: SocketAddr = "192.0.2.10:51820".parse().unwrap();
+        let client = Client::new(
+            key(1),
+            server.public_key(),
+            vec![peer],
+            vec![local],
+            ClientConfig::default(),
+            [1; 32],
+        );
+        let snapshot = InterfaceSnapshot {
+            peers: vec![PeerSnapshot::new(peer)],
+        };
+        let agent = Agent::new(
+            config(continuous),
+            Discovery::Native(Box::new(client)),
+            local,
+            snapshot,
+            now,
+            wall,
+        );
+        (agent, server)
+    }
+
+    /// Runs the agent against `server` (or nothing) for `steps` of 100 ms; returns its actions.
+    fn drive(
+        agent: &mut Agent,
+        mut server: Option<&mut Server>,
+        start: Instant,
+        wall: SystemTime,
+        steps: u32,
+    ) -> Vec<Action> {
+        let mut seen = Vec::new();
+        let from: SocketAddr = "203.0.113.7:40001".parse().unwrap();
+        for i in 0..steps {
+            let (now, wall) = (
+                start + Duration::from_millis(100) * i,
+                wall + Duration::from_millis(100) * i,
+            );
+            agent.handle_timeout(now, wall);
+            while let Some(action) = agent.poll_action() {
+                if action == Action::ReadInterface {
+                    let snapshot = agent.snapshot.clone();
+                    agent.handle_interface(snapshot, now, wall);
+                }
+                seen.push(action);
+            }
+            while let Some(datagram) = agent.poll_transmit(now, wall) {
+                if let Some(server) = server.as_deref_mut() {
+                    if let Some(reply) = server.handle(now, wall, from, &datagram) {
+                        agent.handle_datagram(now, wall, &reply);
+                    }
+                }
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn a_server_that_never_answers_ends_a_one_shot_run_with_no_server() {
+        let (now, wall) = (
+            Instant::now(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 31),
+        );
+        let (mut agent, _) = agent(false, now, wall);
+        let actions = drive(&mut agent, None, now, wall, 120);
+        assert!(
+            actions.contains(&Action::Exit(Outcome::NoServer)),
+            "{actions:?}"
+        );
+        assert_eq!(
+            agent.poll_timeout(),
+            None,
+            "nothing more to do after the exit"
+        );
+    }
+
+    #[test]
+    fn a_peer_never_registered_is_reported_unresolved_after_the_timeout() {
+        let (now, wall) = (
+            Instant::now(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 31),
+        );
+        let (mut agent, mut server) = agent(false, now, wall);
+        let actions = drive(&mut agent, Some(&mut server), now, wall, 120);
+        let observed: SocketAddr = "203.0.113.7:40001".parse().unwrap();
+        assert!(actions.iter().any(|a| matches!(a,
+            Action::Notice(Notice::Registered { observed: o, previous: None, .. }) if *o == observed
+        )), "{actions:?}");
+        let peer = key(2).public_key();
+        assert!(
+            actions.contains(&Action::Exit(Outcome::Unresolved {
+                unresolved: vec![peer],
+                failed: vec![],
+                peers: 1
+            })),
+            "{actions:?}"
+        );
+        assert_eq!(agent.observed(), Some(observed));
+    }
+
+    #[test]
+    fn interface_reads_come_every_second_and_continuous_mode_survives_a_failed_one() {
+        let (now, wall) = (
+            Instant::now(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 31),
+        );
+        let (mut agent, _) = agent(true, now, wall);
+        let mut reads = 0;
+        for i in 0..50u32 {
+            let t = now + Duration::from_millis(100) * i;
+            agent.handle_timeout(t, wall);
+            while let Some(action) = agent.poll_action() {
+                if action == Action::ReadInterface {
+                    reads += 1;
+                    assert!(agent.interface_unreadable(t), "continuous mode goes on");
+                }
+            }
+        }
+        assert!((4..=6).contains(&reads), "{reads} reads in 5 s");
+    }
+
+    #[test]
+    fn a_nonsense_endpoint_is_refused_once_and_never_set() {
+        let (now, wall) = (
+            Instant::now(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 31),
+        );
+        let (mut agent, _) = agent(false, now, wall);
+        let peer = key(2).public_key();
+        let loopback: SocketAddr = "127.0.0.1:51820".parse().unwrap();
+        for _ in 0..2 {
+            agent.answers.push((peer, loopback, true));
+            let snapshot = agent.snapshot.clone();
+            agent.handle_interface(snapshot, now, wall);
+        }
+        let actions: Vec<Action> = std::iter::from_fn(|| agent.poll_action()).collect();
+        assert_eq!(
+            actions,
+            vec![Action::Notice(Notice::EndpointRefused {
+                peer,
+                endpoint: loopback,
+                reason: Refused::Loopback
+            })]
+        );
+    }
+}
