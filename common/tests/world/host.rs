@@ -83,7 +83,7 @@ impl Host {
     }
 
     /// A datagram from the server arrived.
-    pub fn from_server(&mut self, now: Instant, wall: SystemTime, datagram: &[u8]) {
+    pub fn receive_discovery(&mut self, now: Instant, wall: SystemTime, datagram: &[u8]) {
         if let Some(agent) = &mut self.agent {
             agent.handle_datagram(now, wall, datagram);
             self.wake = Some(now);

@@ -480,7 +480,7 @@ impl World {
         }
         match packet.payload {
             Payload::Discovery(datagram) if packet.src == SERVER => {
-                self.hosts[i].from_server(now, wall, &datagram);
+                self.hosts[i].receive_discovery(now, wall, &datagram);
             }
             Payload::WireGuard(message) => {
                 let answer = self.hosts[i].wg.receive(now, wall, packet.src, message);

@@ -78,11 +78,6 @@ impl Clock {
         self.elapsed
     }
 
-    /// The instant `at` after the start.
-    pub fn at(&self, at: Duration) -> Instant {
-        self.base + at
-    }
-
     /// Moves to `to`; time never goes back.
     pub fn advance_to(&mut self, to: Instant) {
         let target = to.saturating_duration_since(self.base);
