@@ -194,6 +194,8 @@ struct Tracked {
     confirm: bool,
     /// The path moved and has not carried traffic since.
     moving: bool,
+    /// The next lookups ask where this connected peer is: its path looks broken.
+    ask: bool,
 }
 
 /// The state of every peer of the interface.
@@ -251,7 +253,7 @@ impl Peers {
                 match t.state {
                     State::Wanted => Some((*k, t.punched.is_some() || confirm)),
                     State::Verifying { .. } => Some((*k, true)),
-                    State::Connected if confirm => Some((*k, true)),
+                    State::Connected if confirm || t.ask => Some((*k, confirm)),
                     _ => None,
                 }
             })
@@ -262,7 +264,9 @@ impl Peers {
     pub fn wants_lookups(&self) -> bool {
         self.peers
             .values()
-            .any(|t| matches!(t.state, State::Wanted | State::Verifying { .. }) || t.confirm)
+            .any(|t| {
+                matches!(t.state, State::Wanted | State::Verifying { .. }) || t.confirm || t.ask
+            })
     }
 
     /// Peers the server has not (yet) given, or that are parked before being asked again.
@@ -406,6 +410,7 @@ impl Peers {
                     suspected: false,
                     confirm: false,
                     moving: false,
+                    ask: false,
                 },
             );
         }
@@ -429,6 +434,7 @@ impl Peers {
             tracked.flowing |= tracked.rx_streak >= 2;
             tracked.tx_unanswered = 0;
             tracked.suspected = false;
+            tracked.ask = false;
         } else {
             tracked.rx_streak = 0;
             if tx_grew {
@@ -478,8 +484,11 @@ impl Peers {
                     // on the way may have moved. A lone keepalive either way is neither.
                     let broken = tracked.tx_unanswered >= 2 || tracked.flowing;
                     if broken && quiet >= policy.suspect_after && !tracked.suspected {
+                        // Ask where the peer is, too: if it moved, the answer says so even
+                        // when no push reaches us (natpunch-go, or a lost datagram).
                         tracked.suspected = true;
                         tracked.flowing = false;
+                        tracked.ask = true;
                         self.suspect = true;
                     }
                     None
@@ -495,6 +504,7 @@ impl Peers {
                 tracked.suspected = false;
                 tracked.floor = None;
                 tracked.moving = false;
+                tracked.ask = false;
             }
             tracked.state = state;
         }
@@ -513,6 +523,7 @@ impl Peers {
             tracked.floor = Some(wall);
             tracked.confirm = false;
             tracked.moving = false;
+            tracked.ask = false;
         }
         State::Parked {
             until: now + self.policy.park_time,
