@@ -5,7 +5,9 @@
 //! [`Client::poll_event`], and call `poll_transmit` again no later than [`Client::poll_timeout`].
 //! It handshakes, registers (and refreshes the registration before it expires), looks up the peers
 //! it is asked about, retransmits with exponential backoff and jitter, and starts a new handshake
-//! when a session ages or the server stops answering.
+//! when a session ages or the server stops answering. With [`ClientConfig::watch`] the server
+//! also pushes what changes about our peers; a push gives the same [`Event::Resolved`] a lookup
+//! answer gives, and is acknowledged (cumulatively, fire-and-forget) at the next `poll_transmit`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use crate::noise::{Rng, Seed};
 use crate::session::Session;
 use crate::wire::message::{MAX_KEYS_PER_LOOKUP, MAX_KEYS_PER_PART, MAX_LOCAL_ADDRS};
 use crate::wire::packet::MAX_PLAINTEXT_LEN;
-use crate::wire::{Lookup, Packet, Register, Reply, Request};
+use crate::wire::{Lookup, Packet, Push, PushAck, Register, Reply, Request};
 
 /// How long a cookie from the server is used (the server changes its secret every 120 s).
 const COOKIE_USE_FOR: Duration = Duration::from_secs(110);
@@ -40,6 +42,9 @@ pub struct ClientConfig {
     /// Longest time between registration refreshes. The refresh also keeps our NAT's mapping
     /// towards the server alive while WireGuard is quiet; Linux drops an idle one after 30 s.
     pub refresh_max: Duration,
+    /// Ask the server to push what changes about our peers (the register's watch flag, set on
+    /// every part). Lookups still work as the fallback either way.
+    pub watch: bool,
 }
 
 impl Default for ClientConfig {
@@ -50,6 +55,7 @@ impl Default for ClientConfig {
             retransmit_max: Duration::from_secs(8),
             max_request_attempts: 4,
             refresh_max: Duration::from_secs(20),
+            watch: true,
         }
     }
 }
@@ -108,6 +114,17 @@ struct Registration {
     done: Option<(Instant, Duration)>,
     /// True while the parts of `generation` are queued or in flight.
     in_progress: bool,
+    /// [`Client::refresh`] asked for a new registration at the next `poll_transmit`.
+    requested: bool,
+}
+
+/// Pushes received in the current session.
+#[derive(Debug, Default)]
+struct Pushes {
+    /// The highest push sequence received.
+    seen: u32,
+    /// When the first push not yet acknowledged came.
+    ack_due: Option<Instant>,
 }
 
 /// The client side of the protocol, for one server.
@@ -131,6 +148,7 @@ pub struct Client {
     cookie: Option<(Cookie, Instant)>,
     events: VecDeque<Event>,
     plaintext: Box<[u8; MAX_PLAINTEXT_LEN]>,
+    pushes: Pushes,
 }
 
 impl std::fmt::Debug for Client {
@@ -176,6 +194,7 @@ impl Client {
             cookie: None,
             events: VecDeque::new(),
             plaintext: Box::new([0; MAX_PLAINTEXT_LEN]),
+            pushes: Pushes::default(),
         }
     }
 
@@ -207,6 +226,15 @@ impl Client {
         }
     }
 
+    /// Registers again at the next [`Client::poll_transmit`], so that the server sees our current
+    /// NAT mapping at once (for example after the network changed). Does nothing while a
+    /// registration is in progress.
+    pub fn refresh(&mut self) {
+        if !self.registration.in_progress {
+            self.registration.requested = true;
+        }
+    }
+
     /// True while a request or handshake waits for its answer.
     pub fn is_waiting(&self) -> bool {
         self.handshake.is_some() || !self.outstanding.is_empty()
@@ -235,7 +263,7 @@ impl Client {
         self.outstanding.values().flat_map(|o| {
             let (peers, punched) = match &o.request {
                 Request::Lookup(l) => (l.peers.as_slice(), l.punched),
-                Request::Register(_) => (&[][..], 0),
+                Request::Register(_) | Request::PushAck(_) => (&[][..], 0),
             };
             peers
                 .iter()
@@ -258,7 +286,8 @@ impl Client {
             .as_ref()
             .map(|(_, at)| *at + self.config.rekey_after);
         let refresh = self.refresh_due();
-        [handshake, requests, rekey, refresh]
+        let ack = self.session.as_ref().and(self.pushes.ack_due);
+        [handshake, requests, rekey, refresh, ack]
             .into_iter()
             .flatten()
             .min()
@@ -266,9 +295,13 @@ impl Client {
 
     /// When the registration is next refreshed.
     fn refresh_due(&self) -> Option<Instant> {
-        self.registration
-            .done
-            .map(|(at, ttl)| at + (ttl / 3).min(self.config.refresh_max))
+        self.registration.done.map(|(at, ttl)| {
+            if self.registration.requested {
+                at
+            } else {
+                at + (ttl / 3).min(self.config.refresh_max)
+            }
+        })
     }
 
     fn backoff(&mut self, attempts: u32) -> Duration {
@@ -304,7 +337,29 @@ impl Client {
             return self.transmit_handshake(now, wall);
         }
         self.queue_requests(now);
+        if let Some(ack) = self.transmit_push_ack() {
+            return Some(ack);
+        }
         self.transmit_request(now)
+    }
+
+    /// The acknowledgement of every push received so far, if one is due: sent once, never
+    /// retransmitted (a lost one only holds the server's window until the next).
+    fn transmit_push_ack(&mut self) -> Option<Vec<u8>> {
+        self.pushes.ack_due.take()?;
+        let acked = self.pushes.seen;
+        let mut plaintext = Vec::new();
+        Request::PushAck(PushAck { acked })
+            .emit(&mut plaintext)
+            .ok()?;
+        let (session, _) = self.session.as_mut()?;
+        let mut datagram = Vec::new();
+        if session.seal(&plaintext, &mut datagram).is_err() {
+            self.drop_session();
+            return None;
+        }
+        trace!(acked, "acknowledging pushes");
+        Some(datagram)
     }
 
     fn transmit_handshake(&mut self, now: Instant, wall: SystemTime) -> Option<Vec<u8>> {
@@ -346,7 +401,8 @@ impl Client {
     }
 
     fn queue_requests(&mut self, now: Instant) {
-        let refresh_due = self.refresh_due().is_some_and(|at| now >= at);
+        let refresh_due =
+            self.refresh_due().is_some_and(|at| now >= at) || self.registration.requested;
         if !self.registration.in_progress && (self.registration.done.is_none() || refresh_due) {
             self.queue_registration(now);
         }
@@ -406,6 +462,7 @@ impl Client {
                 } else {
                     vec![]
                 },
+                watch: self.config.watch,
             };
             unacked.insert(part);
             self.outstanding.insert(
@@ -420,6 +477,7 @@ impl Client {
         self.registration.generation = generation;
         self.registration.unacked = unacked;
         self.registration.in_progress = true;
+        self.registration.requested = false;
     }
 
     fn transmit_request(&mut self, now: Instant) -> Option<Vec<u8>> {
@@ -453,6 +511,9 @@ impl Client {
         self.outstanding.clear();
         self.registration.in_progress = false;
         self.registration.done = None;
+        self.registration.requested = false;
+        // Push sequences count per session.
+        self.pushes = Pushes::default();
     }
 
     /// Handles a datagram that came from the server. Anything that is not a valid answer to what
@@ -564,7 +625,26 @@ impl Client {
                     });
                 }
             }
+            Reply::Push(push) => self.handle_push(now, push),
         }
+    }
+
+    /// A push from the server: only about a peer we declared, only once (sequences increase in
+    /// a session), and then the same event as a lookup answer.
+    fn handle_push(&mut self, now: Instant, push: Push) {
+        if !self.peers.contains(&push.peer) || push.sequence <= self.pushes.seen {
+            return;
+        }
+        self.pushes.seen = push.sequence;
+        self.pushes.ack_due.get_or_insert(now);
+        let s = push.sighting;
+        trace!(peer = %push.peer, endpoint = %s.endpoint, sequence = push.sequence, "pushed");
+        self.events.push_back(Event::Resolved {
+            peer: push.peer,
+            endpoint: s.endpoint,
+            age: Duration::from_secs(u64::from(s.age_secs)),
+            peer_has_yours: s.peer_has_yours,
+        });
     }
 }
 

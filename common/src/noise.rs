@@ -15,7 +15,7 @@ use crate::keys::{PrivateKey, PublicKey, KEY_LEN};
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 
 /// The prologue both sides mix into the handshake, binding it to this protocol and version.
-pub const PROLOGUE: &[u8] = b"wgpunch discovery v1";
+pub const PROLOGUE: &[u8] = b"wgpunch discovery v2";
 
 /// A seed for the randomness of one handshake (its ephemeral key).
 pub type Seed = [u8; 32];

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use wgpunch_common::client::{Client, ClientConfig, Event};
 use wgpunch_common::keys::{PrivateKey, PublicKey};
 use wgpunch_common::noise::Rng;
-use wgpunch_common::server::{Server, ServerConfig};
+use wgpunch_common::server::{Server, ServerConfig, Transmit, PUSH_WINDOW};
 use wgpunch_common::wire::Packet;
 
 /// How the simulated network mistreats datagrams, in percent.
@@ -24,6 +24,10 @@ struct Node {
     /// The address the NAT maps this client to; the server sees this.
     public: SocketAddr,
     events: Vec<Event>,
+    /// While set, the client sends nothing (it has not started yet).
+    paused: bool,
+    /// When clear, the server's pushes to this client are lost on the way (so it never acks).
+    takes_pushes: bool,
 }
 
 struct Net {
@@ -36,6 +40,8 @@ struct Net {
     faults: Faults,
     /// Every datagram a client sent, with the address the server saw it from.
     sent_to_server: Vec<(SocketAddr, Vec<u8>)>,
+    /// Every push the server sent.
+    pushes: Vec<Transmit>,
 }
 
 fn key(n: u8) -> PrivateKey {
@@ -54,6 +60,7 @@ impl Net {
             rng: Rng::from_seed([7; 32]),
             faults,
             sent_to_server: Vec::new(),
+            pushes: Vec::new(),
         }
     }
 
@@ -72,6 +79,8 @@ impl Net {
             client,
             public: public.parse().unwrap(),
             events: Vec::new(),
+            paused: false,
+            takes_pushes: true,
         });
         self.nodes.len() - 1
     }
@@ -87,6 +96,9 @@ impl Net {
             // Client to server.
             let mut to_server = Vec::new();
             for (i, node) in self.nodes.iter_mut().enumerate() {
+                if node.paused {
+                    continue;
+                }
                 while let Some(datagram) = node.client.poll_transmit(self.now, self.wall) {
                     to_server.push((i, node.public, datagram));
                 }
@@ -97,6 +109,23 @@ impl Net {
                 if let Some(reply) = self.server.handle(self.now, self.wall, from, &datagram) {
                     assert!(reply.len() <= datagram.len(), "the server amplified");
                     to_clients.push((i, from, reply));
+                }
+            }
+            // Pushes; the NAT maps them back to whoever it maps to that address now.
+            while let Some(push) = self.server.poll_transmit() {
+                assert!(
+                    self.sent_to_server
+                        .iter()
+                        .any(|(from, _)| *from == push.destination),
+                    "a push to an address no message came from"
+                );
+                self.pushes.push(push.clone());
+                if let Some(i) = self
+                    .nodes
+                    .iter()
+                    .position(|n| n.public == push.destination && n.takes_pushes)
+                {
+                    to_clients.push((i, push.destination, push.datagram));
                 }
             }
             // Server to client; the NAT maps the public address back to the client.
@@ -363,6 +392,8 @@ fn a_client_of_another_server_gets_silence() {
         ),
         public: "203.0.113.10:40001".parse().unwrap(),
         events: Vec::new(),
+        paused: false,
+        takes_pushes: true,
     });
     net.run(Duration::from_secs(5));
     assert!(net.nodes[0].events.is_empty());
@@ -468,6 +499,8 @@ fn a_handshake_flood_from_one_source_does_not_lock_out_other_clients() {
             ),
             public: "198.51.100.66:6666".parse().unwrap(),
             events: Vec::new(),
+            paused: false,
+            takes_pushes: true,
         });
     }
     converge(&mut net, Duration::from_secs(30));
@@ -627,6 +660,8 @@ fn full_tables_refuse_new_keys_and_keep_the_registered_ones() {
                 7000,
             ),
             events: Vec::new(),
+            paused: false,
+            takes_pushes: true,
         });
     }
     net.run(Duration::from_secs(5));
@@ -639,4 +674,141 @@ fn full_tables_refuse_new_keys_and_keep_the_registered_ones() {
         node.events.clear();
     }
     converge(&mut net, Duration::from_secs(10));
+}
+
+/// The `Resolved` events of `node` about `peer` since its events were last cleared.
+fn resolutions(net: &Net, node: usize, peer: u8) -> Vec<(SocketAddr, bool)> {
+    net.nodes[node]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Resolved {
+                peer: p,
+                endpoint,
+                peer_has_yours,
+                ..
+            } if *p == key(peer).public_key() => Some((*endpoint, *peer_has_yours)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A watching client 1 that registered and found 2 unknown, and a client 2 not started yet.
+fn waiting_pair(peers_of_2: &[u8]) -> Net {
+    let mut net = Net::new(key(100), Faults::default());
+    net.add(1, "203.0.113.10:40001", &[2]);
+    let b = net.add(2, "198.51.100.20:51820", peers_of_2);
+    net.nodes[b].paused = true;
+    net.lookup_all(&[(0, &[2])]);
+    net.run(Duration::from_secs(2));
+    assert!(net.nodes[0].client.is_registered());
+    assert!(net.nodes[0].events.contains(&Event::Unknown {
+        peer: key(2).public_key()
+    }));
+    net.nodes[0].events.clear();
+    net.nodes[b].paused = false;
+    net
+}
+
+#[test]
+fn a_watching_client_is_told_at_once_when_its_peer_registers_confirms_and_moves() {
+    let mut net = waiting_pair(&[1]);
+    let lookups = net.server.stats().lookups;
+    // 2 registers: 1 hears of it without asking again.
+    net.run(Duration::from_millis(500));
+    assert_eq!(
+        resolutions(&net, 0, 2),
+        [("198.51.100.20:51820".parse().unwrap(), false)]
+    );
+    assert_eq!(net.server.stats().lookups, lookups, "no lookup by anyone");
+    // 2 learns 1's endpoint, punches and says so: 1's barrier opens, pushed.
+    net.nodes[0].events.clear();
+    net.lookup_all(&[(1, &[1])]);
+    net.run(Duration::from_millis(200));
+    assert!(resolutions(&net, 0, 2).is_empty(), "nothing new for 1 yet");
+    net.nodes[1]
+        .client
+        .lookup_with([(key(1).public_key(), true)]);
+    net.run(Duration::from_millis(200));
+    assert_eq!(
+        resolutions(&net, 0, 2),
+        [("198.51.100.20:51820".parse().unwrap(), true)]
+    );
+    // 2's NAT maps it elsewhere; its next message (a refresh, at once) moves it, and 1 is told.
+    net.nodes[0].events.clear();
+    net.nodes[1].public = "198.51.100.20:60000".parse().unwrap();
+    net.nodes[1].client.refresh();
+    net.run(Duration::from_millis(200));
+    let moved = resolutions(&net, 0, 2);
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved[0].0, "198.51.100.20:60000".parse().unwrap());
+    assert_eq!(net.server.stats().pushes, 3);
+    assert!(net.server.stats().push_acks >= 1, "1 acknowledged");
+    assert_eq!(net.server.stats().pushes_over_budget, 0);
+}
+
+#[test]
+fn forged_replayed_and_stale_session_pushes_give_no_event() {
+    let mut net = waiting_pair(&[1]);
+    net.run(Duration::from_millis(500));
+    assert_eq!(resolutions(&net, 0, 2).len(), 1);
+    let push = net.pushes.last().cloned().unwrap();
+    assert_eq!(push.destination, net.nodes[0].public);
+    let a = &mut net.nodes[0];
+    a.events.clear();
+    // Replayed.
+    a.client.handle_datagram(net.now, &push.datagram);
+    // Forged: every single bit flipped in turn.
+    for bit in 0..push.datagram.len() * 8 {
+        let mut forged = push.datagram.clone();
+        forged[bit / 8] ^= 1 << (bit % 8);
+        a.client.handle_datagram(net.now, &forged);
+    }
+    assert_eq!(a.client.poll_event(), None);
+    // A later push, after 1's session was replaced by a new one, is refused on the old one.
+    net.run(Duration::from_secs(125));
+    net.nodes[1].public = "198.51.100.20:60000".parse().unwrap();
+    net.nodes[1].client.refresh();
+    net.run(Duration::from_millis(200));
+    let fresh = net.pushes.last().cloned().unwrap();
+    assert_ne!(fresh, push);
+    net.nodes[0].events.clear();
+    net.nodes[0].client.handle_datagram(net.now, &push.datagram);
+    assert_eq!(net.nodes[0].client.poll_event(), None, "old session");
+    assert_eq!(resolutions(&net, 0, 2), []);
+}
+
+#[test]
+fn a_client_that_never_acknowledges_gets_at_most_a_window_of_pushes() {
+    let mut net = waiting_pair(&[1]);
+    net.nodes[0].takes_pushes = false;
+    for port in 0..30u16 {
+        net.nodes[1].public = format!("198.51.100.20:{}", 60000 + port).parse().unwrap();
+        net.nodes[1].client.refresh();
+        net.run(Duration::from_secs(1));
+    }
+    let to_a = net
+        .pushes
+        .iter()
+        .filter(|p| p.destination == net.nodes[0].public)
+        .count();
+    assert_eq!(to_a, PUSH_WINDOW as usize);
+    assert_eq!(net.server.stats().push_acks, 0);
+    assert!(net.server.stats().pushes_over_budget > 0);
+}
+
+#[test]
+fn a_peer_that_does_not_list_us_never_causes_a_push() {
+    let mut net = waiting_pair(&[]);
+    for port in 0..5u16 {
+        net.nodes[1].public = format!("198.51.100.20:{}", 60000 + port).parse().unwrap();
+        net.nodes[1].client.refresh();
+        net.nodes[1]
+            .client
+            .lookup_with([(key(1).public_key(), true)]);
+        net.run(Duration::from_secs(1));
+    }
+    assert!(net.pushes.is_empty());
+    assert_eq!(net.server.stats().pushes, 0);
+    assert!(resolutions(&net, 0, 2).is_empty());
 }

@@ -1,8 +1,10 @@
 //! `docs/PROTOCOL.md` must describe the code: its tables are checked against the constants here.
 
+use wgpunch_common::keys::KEY_LEN;
 use wgpunch_common::mac::MAC1_LABEL;
 use wgpunch_common::noise::{NOISE_PARAMS, PROLOGUE};
 use wgpunch_common::replay::WINDOW_SIZE;
+use wgpunch_common::server::{MAX_QUEUED_PUSHES, PUSH_BURST, PUSH_RATE, PUSH_WINDOW};
 use wgpunch_common::wire::endpoint::ENDPOINT_LEN;
 use wgpunch_common::wire::message::*;
 use wgpunch_common::wire::packet::*;
@@ -62,6 +64,34 @@ fn plaintext_table_matches_the_code() {
     );
     assert_documented(&doc, &format!("| `0x{KIND_LOOKUP:02x}` | lookup | {LOOKUP_HEADER_LEN} + 32·k, k from 1 to {MAX_KEYS_PER_LOOKUP} |"));
     assert_documented(&doc, &format!("| `0x{KIND_LOOKUP_REPLY:02x}` | lookup reply | {LOOKUP_REPLY_HEADER_LEN} + {LOOKUP_ENTRY_LEN}·k, k from 1 to {MAX_KEYS_PER_LOOKUP} |"));
+    assert_documented(
+        &doc,
+        &format!("| `0x{KIND_PUSH:02x}` | push | {PUSH_LEN} |"),
+    );
+    assert_documented(
+        &doc,
+        &format!(
+            "| `0x{KIND_PUSH_ACK:02x}` | push ack | {PUSH_ACK_LEN}, padded to {MIN_REQUEST_LEN} |"
+        ),
+    );
+    assert_documented(
+        &doc,
+        &format!(
+            "its transport\ndatagram is {TRANSPORT_HEADER_LEN} + {PUSH_LEN} + {TAG_LEN} = {PUSH_DATAGRAM_LEN} bytes"
+        ),
+    );
+    assert_documented(
+        &doc,
+        &format!("| 14 | 2 | flags: bit 0 (`0x{FLAG_WATCH:04x}`) = *watch*"),
+    );
+    assert_documented(&doc, &format!("| 8 | {KEY_LEN} | the peer's public key |"));
+    assert_documented(
+        &doc,
+        &format!(
+            "| {} | {LOOKUP_ENTRY_LEN} | a lookup reply entry",
+            PUSH_HEADER_LEN + KEY_LEN
+        ),
+    );
     assert_documented(&doc, &format!("at least **{MIN_REQUEST_LEN}** bytes"));
     assert_documented(
         &doc,
@@ -71,6 +101,21 @@ fn plaintext_table_matches_the_code() {
         &doc,
         &format!("number of peer keys in this part, at most {MAX_KEYS_PER_PART}"),
     );
+}
+
+#[test]
+fn push_limits_match_the_code() {
+    let doc = doc();
+    assert_documented(
+        &doc,
+        &format!("At most **{PUSH_WINDOW}** pushes of a session"),
+    );
+    assert_documented(
+        &doc,
+        &format!("token bucket of **{PUSH_RATE}** pushes a second, bursts of {PUSH_BURST}"),
+    );
+    assert_documented(&doc, &format!("at most **{MAX_QUEUED_PUSHES}** datagrams"));
+    assert_documented(&doc, &format!("at most {PUSH_WINDOW} pushes per session"));
 }
 
 #[test]

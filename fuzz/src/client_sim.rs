@@ -446,6 +446,8 @@ impl ClientSim {
                     entries,
                 })
             }
+            // The server never answers an acknowledgement of its pushes.
+            Request::PushAck(_) => return,
         };
         let mut plaintext = Vec::new();
         reply.emit(&mut plaintext);

@@ -14,7 +14,9 @@
 //!
 //! Checked on every datagram: the reply is never longer than the datagram (no amplification), the
 //! server never counts an answer it does not send, and replies to puppets complete their
-//! handshake, open as a cookie, or decrypt, parse and answer the request that caused them. A datagram the server answered is never answered again (unless
+//! handshake, open as a cookie, or decrypt, parse and answer the request that caused them. Every
+//! push the server queues is drained after each datagram: it must go to an address that some
+//! authenticated transport message came from, be a push-sized transport datagram, and be counted. A datagram the server answered is never answered again (unless
 //! the wall clock was set back, which makes an old initiation's timestamp fresh again).
 
 use std::collections::HashSet;
@@ -28,6 +30,7 @@ use wgpunch_common::legacy::{self, LegacySession, LookupRequest};
 use wgpunch_common::server::Server;
 use wgpunch_common::session::Session;
 use wgpunch_common::wire::endpoint::canonical;
+use wgpunch_common::wire::message::PUSH_DATAGRAM_LEN;
 use wgpunch_common::wire::packet::MAX_PLAINTEXT_LEN;
 use wgpunch_common::wire::{Packet, Reply, Request};
 
@@ -242,6 +245,8 @@ pub struct ServerSim {
     sent: usize,
     /// Datagrams the server answered.
     answered: HashSet<Vec<u8>>,
+    /// Every source an authenticated transport message came from: the only places pushes may go.
+    authenticated: HashSet<SocketAddr>,
 }
 
 /// Answers the server counts: every one of them must leave as a reply.
@@ -268,6 +273,7 @@ impl ServerSim {
             history: Vec::new(),
             sent: 0,
             answered: HashSet::new(),
+            authenticated: HashSet::new(),
         };
         for _ in 0..3 {
             sim.clock.advance(1);
@@ -366,11 +372,40 @@ impl ServerSim {
         let reply = self
             .server
             .handle(self.clock.now, self.clock.wall, from, datagram);
-        let after = self.server.stats();
+        let after = self.server.stats().clone();
         assert_eq!(
             after.datagrams,
             before.datagrams + 1,
             "datagram not counted"
+        );
+        let authenticated = matches!(Packet::parse(datagram), Ok(Packet::Transport(_)))
+            && after.unknown_session == before.unknown_session
+            && after.bad_transport == before.bad_transport;
+        if authenticated {
+            self.authenticated.insert(canonical(from));
+        }
+        let mut pushes = 0;
+        while let Some(push) = self.server.poll_transmit() {
+            pushes += 1;
+            assert!(
+                self.authenticated.contains(&push.destination),
+                "a push to {}, which no authenticated message came from",
+                push.destination
+            );
+            assert_eq!(
+                push.datagram.len(),
+                PUSH_DATAGRAM_LEN,
+                "a push of the wrong size"
+            );
+            assert!(
+                matches!(Packet::parse(&push.datagram), Ok(Packet::Transport(_))),
+                "a push that is not a transport message"
+            );
+        }
+        assert_eq!(
+            after.pushes - before.pushes,
+            pushes,
+            "the server counted a push it did not queue, or queued one it did not count"
         );
         if let Some(reply) = &reply {
             assert!(

@@ -110,7 +110,10 @@ fn lock(server: &Mutex<Server>) -> std::sync::MutexGuard<'_, Server> {
     server.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A reply and where it goes: back to the sender, from the address the request was sent to.
+/// A datagram to send and where it goes: a reply back to its sender, from the address the
+/// request was sent to, or a push to a watching client, from whatever source address the kernel
+/// picks (the core does not keep the address each client sent to; on a host with one address,
+/// or a server bound to one, that is the same address).
 struct Reply {
     to: SocketAddr,
     from_ip: Option<IpAddr>,
@@ -128,6 +131,9 @@ async fn receive_loop(
     let mut buffers: Vec<Vec<u8>> = (0..BATCH_SIZE).map(|_| vec![0u8; room]).collect();
     let mut meta = vec![RecvMeta::default(); BATCH_SIZE];
     let mut replies = Vec::new();
+    // The core names IPv4 clients by their IPv4 address; a dual-stack socket sends to them at the
+    // IPv4-mapped address.
+    let dual_stack = socket.local_addr()?.is_ipv6();
     loop {
         socket.readable().await?;
         let received = {
@@ -161,6 +167,14 @@ async fn receive_loop(
                     }
                 }
             }
+            // Pushes the batch triggered, to watching clients (bounded by the core's queue).
+            while let Some(push) = server.poll_transmit() {
+                replies.push(Reply {
+                    to: socket_destination(push.destination, dual_stack),
+                    from_ip: None,
+                    datagram: push.datagram,
+                });
+            }
         }
         for reply in replies.drain(..) {
             let transmit = Transmit {
@@ -175,6 +189,16 @@ async fn receive_loop(
                 debug!(error = %e, "sending reply failed");
             }
         }
+    }
+}
+
+/// `destination` as the socket wants it: IPv4 as IPv4-mapped IPv6 on a dual-stack socket.
+fn socket_destination(destination: SocketAddr, dual_stack: bool) -> SocketAddr {
+    match destination {
+        SocketAddr::V4(v4) if dual_stack => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        other => other,
     }
 }
 
@@ -257,6 +281,9 @@ async fn housekeeping(server: Arc<Mutex<Server>>) -> io::Result<()> {
                 not_allowed = stats.not_allowed,
                 cookie_replies = stats.cookie_replies,
                 rate_limited = stats.rate_limited,
+                pushes = stats.pushes,
+                pushes_over_budget = stats.pushes_over_budget,
+                push_acks = stats.push_acks,
                 "status"
             );
             if stats.sessions_full > logged.sessions_full {
@@ -305,6 +332,16 @@ mod tests {
         let parts: Vec<&[u8]> = segments(&buffer, 2).collect();
         assert_eq!(parts, [&[1, 1][..], &[2, 2], &[3]]);
         assert_eq!(segments(&buffer, 5).count(), 1);
+    }
+
+    #[test]
+    fn pushes_to_ipv4_clients_go_to_the_mapped_address_on_a_dual_stack_socket() {
+        let v4: SocketAddr = "198.51.100.1:5".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:198.51.100.1]:5".parse().unwrap();
+        assert_eq!(socket_destination(v4, true), mapped);
+        assert_eq!(socket_destination(v4, false), v4);
+        let v6: SocketAddr = "[2001:db8::1]:5".parse().unwrap();
+        assert_eq!(socket_destination(v6, true), v6);
     }
 
     #[test]

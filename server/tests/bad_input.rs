@@ -116,6 +116,7 @@ fn register_plaintext(peers: &[u8]) -> Vec<u8> {
         parts: 1,
         peers: peers.iter().map(|&p| public(p)).collect(),
         local_addrs: vec![],
+        watch: false,
     }))
 }
 

@@ -1,7 +1,8 @@
 //! The discovery server's protocol state machine.
 //!
 //! [`Server::handle`] takes one datagram, its source and the time, and returns at most one reply
-//! for the same source, never larger than the datagram. Everything unauthenticated or malformed is
+//! for the same source, never larger than the datagram. Pushes to watching clients (see [`push`])
+//! that it queued come out of [`Server::poll_transmit`]. Everything unauthenticated or malformed is
 //! dropped silently and counted in [`Stats`]. The cheapest checks run first: length and type, then
 //! mac1, and only then the Diffie-Hellman of the Noise handshake.
 
@@ -9,9 +10,10 @@ mod expiry;
 mod key_state;
 pub mod legacy;
 pub mod limits;
+mod push;
 pub mod registry;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,6 +32,8 @@ use crate::wire::{
 };
 use key_state::{Held, KeyState, Queues, Refusal};
 use limits::{LoadMeter, SourceLimiter};
+use push::PushBudget;
+pub use push::{Transmit, MAX_QUEUED_PUSHES, PUSH_BURST, PUSH_RATE, PUSH_WINDOW};
 use registry::{Registration, Registry};
 
 /// Limits and lifetimes of the server's state.
@@ -131,6 +135,12 @@ pub struct Stats {
     pub registrations: u64,
     /// Lookups answered.
     pub lookups: u64,
+    /// Pushes queued for watching clients.
+    pub pushes: u64,
+    /// Pushes not sent: over their session's window or rate, or the outgoing queue was full.
+    pub pushes_over_budget: u64,
+    /// Push acknowledgements received.
+    pub push_acks: u64,
 }
 
 /// A registration whose parts are still arriving.
@@ -139,6 +149,7 @@ struct Assembly {
     generation: u32,
     parts: Vec<Option<Vec<PublicKey>>>,
     local_addrs: Vec<SocketAddr>,
+    watch: bool,
 }
 
 #[derive(Debug)]
@@ -149,6 +160,7 @@ struct ServerSession {
     confirmed: bool,
     assembly: Option<Assembly>,
     committed: Option<u32>,
+    push: PushBudget,
 }
 
 impl Held for ServerSession {
@@ -186,6 +198,8 @@ pub struct Server {
     /// cookies to prove a source, so its own table keeps made-up sources away from the native one.
     legacy_sources: SourceLimiter,
     legacy: legacy::LegacyState,
+    /// Pushes waiting for [`Server::poll_transmit`], at most [`MAX_QUEUED_PUSHES`].
+    transmits: VecDeque<Transmit>,
 }
 
 impl std::fmt::Debug for Server {
@@ -231,6 +245,7 @@ impl Server {
             ),
             config,
             legacy: legacy::LegacyState::default(),
+            transmits: VecDeque::new(),
         }
     }
 
@@ -407,6 +422,7 @@ impl Server {
                 confirmed: false,
                 assembly: None,
                 committed: None,
+                push: PushBudget::new(now),
             },
         );
         let (tolerance, lifetime) = (self.config.clock_tolerance, self.config.session_lifetime);
@@ -454,15 +470,17 @@ impl Server {
                 message.receiver_index,
             );
         }
-        self.registry.touch(&client, from, now);
-        let Ok(request) = Request::parse(self.plaintext.get(..len)?) else {
+        let index = message.receiver_index;
+        let request = Request::parse(self.plaintext.get(..len)?);
+        if self.registry.touch(&client, from, index, now) {
+            self.push_about(client, now);
+        }
+        let Ok(request) = request else {
             self.stats.bad_request += 1;
             return None;
         };
         let reply = match request {
-            Request::Register(register) => {
-                self.handle_register(now, from, message.receiver_index, register)?
-            }
+            Request::Register(register) => self.handle_register(now, from, index, register)?,
             Request::Lookup(lookup) => {
                 self.stats.lookups += 1;
                 let entries = lookup
@@ -470,13 +488,32 @@ impl Server {
                     .iter()
                     .enumerate()
                     .map(|(i, target)| {
-                        self.lookup_any(&client, target, lookup.punched >> i & 1 == 1, now)
+                        let punched = lookup.punched >> i & 1 == 1;
+                        // A confirmed punch may open the target's barrier: push it on that
+                        // transition only.
+                        let before = punched
+                            .then(|| self.watched_flag(target, &client, now))
+                            .flatten();
+                        let entry = self.lookup_any(&client, target, punched, now);
+                        if before == Some(false)
+                            && self.watched_flag(target, &client, now) == Some(true)
+                        {
+                            self.push_to(*target, client, now);
+                        }
+                        entry
                     })
                     .collect();
                 Reply::LookupReply(LookupReply {
                     request_id: lookup.request_id,
                     entries,
                 })
+            }
+            Request::PushAck(ack) => {
+                self.stats.push_acks += 1;
+                if let Some(session) = self.sessions.get_mut(&index) {
+                    session.push.ack(ack.acked);
+                }
+                return None;
             }
         };
         let mut plaintext = Vec::with_capacity(request_len);
@@ -525,6 +562,7 @@ impl Server {
                 generation: register.generation,
                 parts: vec![None; parts],
                 local_addrs: vec![],
+                watch: false,
             }),
         };
         if assembly.parts.len() != parts {
@@ -533,6 +571,7 @@ impl Server {
         }
         if register.part == 0 {
             assembly.local_addrs = register.local_addrs;
+            assembly.watch = register.watch;
         }
         if let Some(slot) = assembly.parts.get_mut(usize::from(register.part)) {
             *slot = Some(register.peers);
@@ -546,6 +585,7 @@ impl Server {
                 return None;
             }
             let local_addrs = std::mem::take(&mut assembly.local_addrs);
+            let watch = assembly.watch;
             session.assembly = None;
             session.committed = Some(register.generation);
             let registration = Registration {
@@ -554,7 +594,10 @@ impl Server {
                 peers,
                 local_addrs,
                 given: BTreeMap::new(),
+                watch,
+                session: index,
             };
+            let first = self.registry.get(&client, now).is_none();
             if !self.registry.register(client, registration, now) {
                 if let Some(s) = self.sessions.get_mut(&index) {
                     s.committed = None;
@@ -563,6 +606,9 @@ impl Server {
                 return None;
             }
             debug!(peer = %client, endpoint = %from, "registered");
+            if first {
+                self.push_about(client, now);
+            }
         }
         self.stats.registrations += 1;
         Some(ack)

@@ -23,6 +23,11 @@ pub struct Registration {
     /// For each peer this client was told about: the endpoint it was told, and when it last
     /// confirmed a punch towards that endpoint.
     pub given: BTreeMap<PublicKey, Given>,
+    /// The client asked to be pushed what changes about its peers.
+    pub watch: bool,
+    /// The index of the session that the client's last authenticated message came on: pushes
+    /// go through it, to `endpoint`, and nowhere else.
+    pub session: u32,
 }
 
 /// What a client was told about one peer.
@@ -137,11 +142,21 @@ impl Registry {
         true
     }
 
-    /// Notes that `key` was just seen at `endpoint`, if it has a live registration.
-    pub fn touch(&mut self, key: &PublicKey, endpoint: SocketAddr, now: Instant) {
+    /// Notes that `key` was just seen at `endpoint` through session `session`, if it has a live
+    /// registration. Returns true when that moved the registration to a new endpoint.
+    pub fn touch(
+        &mut self,
+        key: &PublicKey,
+        endpoint: SocketAddr,
+        session: u32,
+        now: Instant,
+    ) -> bool {
+        let mut moved = false;
         if self.live(key, now).is_some() {
             if let Some(e) = self.entries.get_mut(key) {
+                moved = e.registration.endpoint != endpoint;
                 e.registration.endpoint = endpoint;
+                e.registration.session = session;
                 e.registration.seen = now;
                 let until = deadline(now, self.ttl);
                 if until < e.queued_at {
@@ -149,6 +164,78 @@ impl Registry {
                     e.queued_at = until;
                     self.compact();
                 }
+            }
+        }
+        moved
+    }
+
+    /// The live registrations that watch `subject`: its peers that list it back and asked for
+    /// pushes. The work is bounded by `subject`'s peer count.
+    pub fn watchers(&self, subject: &PublicKey, now: Instant) -> Vec<PublicKey> {
+        let Some(found) = self.live(subject, now) else {
+            return Vec::new();
+        };
+        found
+            .peers
+            .iter()
+            .filter(|&peer| {
+                peer != subject
+                    && self
+                        .live(peer, now)
+                        .is_some_and(|r| r.watch && r.peers.contains(subject))
+            })
+            .copied()
+            .collect()
+    }
+
+    /// What a lookup by `requester` for `target` would answer right now, without remembering
+    /// anything: `None` unless both are live and list each other.
+    pub fn sighting(
+        &self,
+        requester: &PublicKey,
+        target: &PublicKey,
+        now: Instant,
+    ) -> Option<Sighting> {
+        let asker = self.live(requester, now)?;
+        let found = self.live(target, now)?;
+        if !asker.peers.contains(target) || !found.peers.contains(requester) {
+            return None;
+        }
+        let age = now.saturating_duration_since(found.seen).as_secs();
+        Some(Sighting {
+            endpoint: found.endpoint,
+            age_secs: u32::try_from(age).unwrap_or(u32::MAX),
+            peer_has_yours: found.given.get(requester).is_some_and(|g| {
+                g.endpoint == asker.endpoint
+                    && g.punched_at
+                        .is_some_and(|t| now.saturating_duration_since(t) < PUNCH_VALID)
+            }),
+        })
+    }
+
+    /// Remembers that `requester` was told `endpoint` for `target`, and with `punched` that it
+    /// just confirmed a punch towards the endpoint it had been told before.
+    pub fn note_given(
+        &mut self,
+        requester: &PublicKey,
+        target: &PublicKey,
+        endpoint: SocketAddr,
+        punched: bool,
+        now: Instant,
+    ) {
+        if let Some(asker) = self.entries.get_mut(requester) {
+            let given = asker.registration.given.entry(*target).or_insert(Given {
+                endpoint,
+                punched_at: None,
+            });
+            if given.endpoint != endpoint {
+                // The target moved: a punch towards its old endpoint says nothing about the new one.
+                *given = Given {
+                    endpoint,
+                    punched_at: None,
+                };
+            } else if punched {
+                given.punched_at = Some(now);
             }
         }
     }
@@ -164,36 +251,8 @@ impl Registry {
         punched: bool,
         now: Instant,
     ) -> Option<Sighting> {
-        let asker = self.live(requester, now)?;
-        let found = self.live(target, now)?;
-        if !asker.peers.contains(target) || !found.peers.contains(requester) {
-            return None;
-        }
-        let age = now.saturating_duration_since(found.seen).as_secs();
-        let sighting = Sighting {
-            endpoint: found.endpoint,
-            age_secs: u32::try_from(age).unwrap_or(u32::MAX),
-            peer_has_yours: found.given.get(requester).is_some_and(|g| {
-                g.endpoint == asker.endpoint
-                    && g.punched_at
-                        .is_some_and(|t| now.saturating_duration_since(t) < PUNCH_VALID)
-            }),
-        };
-        if let Some(asker) = self.entries.get_mut(requester) {
-            let given = asker.registration.given.entry(*target).or_insert(Given {
-                endpoint: sighting.endpoint,
-                punched_at: None,
-            });
-            if given.endpoint != sighting.endpoint {
-                // The target moved: a punch towards its old endpoint says nothing about the new one.
-                *given = Given {
-                    endpoint: sighting.endpoint,
-                    punched_at: None,
-                };
-            } else if punched {
-                given.punched_at = Some(now);
-            }
-        }
+        let sighting = self.sighting(requester, target, now)?;
+        self.note_given(requester, target, sighting.endpoint, punched, now);
         Some(sighting)
     }
 
@@ -274,6 +333,8 @@ mod tests {
             peers: peers.iter().map(|&n| key(n)).collect(),
             local_addrs: vec![],
             given: BTreeMap::new(),
+            watch: true,
+            session: 0,
         }
     }
 
@@ -343,8 +404,8 @@ mod tests {
         );
         // Confirmations go stale.
         let later = now + PUNCH_VALID;
-        reg.touch(&key(1), "198.51.100.1:1".parse().unwrap(), later);
-        reg.touch(&key(2), "198.51.100.2:2".parse().unwrap(), later);
+        reg.touch(&key(1), "198.51.100.1:1".parse().unwrap(), 0, later);
+        reg.touch(&key(2), "198.51.100.2:2".parse().unwrap(), 0, later);
         assert!(
             !reg.lookup(&key(1), &key(2), false, later)
                 .unwrap()
@@ -358,7 +419,7 @@ mod tests {
                 .peer_has_yours,
             "1 confirmed at `later`"
         );
-        reg.touch(&key(1), "198.51.100.1:9".parse().unwrap(), later);
+        reg.touch(&key(1), "198.51.100.1:9".parse().unwrap(), 0, later);
         assert!(
             !reg.lookup(&key(1), &key(2), true, later)
                 .unwrap()
@@ -395,6 +456,39 @@ mod tests {
     }
 
     #[test]
+    fn touch_says_when_the_endpoint_moved() {
+        let now = Instant::now();
+        let mut reg = Registry::new(Duration::from_secs(60), 10);
+        reg.register(key(1), registration("198.51.100.1:1", now, &[]), now);
+        assert!(!reg.touch(&key(1), "198.51.100.1:1".parse().unwrap(), 5, now));
+        assert_eq!(reg.get(&key(1), now).map(|r| r.session), Some(5));
+        assert!(reg.touch(&key(1), "198.51.100.1:2".parse().unwrap(), 6, now));
+        assert!(
+            !reg.touch(&key(2), "198.51.100.2:2".parse().unwrap(), 6, now),
+            "not registered"
+        );
+    }
+
+    #[test]
+    fn watchers_are_the_consenting_peers_that_asked_for_pushes() {
+        let now = Instant::now();
+        let mut reg = Registry::new(Duration::from_secs(60), 10);
+        reg.register(
+            key(1),
+            registration("198.51.100.1:1", now, &[2, 3, 4, 5, 1]),
+            now,
+        );
+        reg.register(key(2), registration("198.51.100.2:2", now, &[1]), now);
+        reg.register(key(3), registration("198.51.100.3:3", now, &[]), now);
+        let mut quiet = registration("198.51.100.4:4", now, &[1]);
+        quiet.watch = false;
+        reg.register(key(4), quiet, now);
+        // 5 is not registered; 1 lists itself, which never counts.
+        assert_eq!(reg.watchers(&key(1), now), vec![key(2)]);
+        assert_eq!(reg.watchers(&key(9), now), vec![]);
+    }
+
+    #[test]
     fn entries_expire_and_touch_refreshes() {
         let start = Instant::now();
         let ttl = Duration::from_secs(60);
@@ -402,8 +496,8 @@ mod tests {
         reg.register(key(1), registration("198.51.100.1:1", start, &[2]), start);
         reg.register(key(2), registration("198.51.100.2:2", start, &[1]), start);
         let later = start + Duration::from_secs(50);
-        reg.touch(&key(2), "198.51.100.2:9".parse().unwrap(), later);
-        reg.touch(&key(1), "198.51.100.1:1".parse().unwrap(), later);
+        reg.touch(&key(2), "198.51.100.2:9".parse().unwrap(), 0, later);
+        reg.touch(&key(1), "198.51.100.1:1".parse().unwrap(), 0, later);
         let sighting = reg
             .lookup(&key(1), &key(2), false, later + Duration::from_secs(5))
             .unwrap();
@@ -412,7 +506,7 @@ mod tests {
         assert_eq!(reg.lookup(&key(1), &key(2), false, later + ttl), None);
         reg.purge(later + ttl);
         assert!(reg.is_empty());
-        reg.touch(&key(1), "198.51.100.1:1".parse().unwrap(), later + ttl);
+        reg.touch(&key(1), "198.51.100.1:1".parse().unwrap(), 0, later + ttl);
         assert!(reg.is_empty(), "touch never creates a registration");
     }
 
@@ -468,8 +562,8 @@ mod tests {
                     }
                     Op::Touch(n) => {
                         let endpoint = SocketAddr::new([198, 51, 100, n].into(), 2);
-                        a.touch(&key(n), endpoint, now);
-                        b.touch(&key(n), endpoint, now);
+                        a.touch(&key(n), endpoint, 0, now);
+                        b.touch(&key(n), endpoint, 0, now);
                     }
                     Op::Lookup(x, y) => prop_assert_eq!(
                         a.lookup(&key(x), &key(y), true, now),

@@ -19,6 +19,10 @@ pub const KIND_REGISTER_ACK: u8 = 0x02;
 pub const KIND_LOOKUP: u8 = 0x03;
 /// Kind byte of a lookup reply.
 pub const KIND_LOOKUP_REPLY: u8 = 0x04;
+/// Kind byte of a push: the server tells a watching client, unasked, where a peer now is.
+pub const KIND_PUSH: u8 = 0x05;
+/// Kind byte of a push acknowledgement.
+pub const KIND_PUSH_ACK: u8 = 0x06;
 
 /// Every request is padded with zeroes to at least this length.
 pub const MIN_REQUEST_LEN: usize = 32;
@@ -28,6 +32,8 @@ pub const REGISTER_HEADER_LEN: usize = 16;
 pub const MAX_KEYS_PER_PART: usize = 32;
 /// Most local addresses a registration carries (all in part 0).
 pub const MAX_LOCAL_ADDRS: usize = 8;
+/// Registration flag (header offset 14): push me what changes about my peers.
+pub const FLAG_WATCH: u16 = 0x0001;
 /// Length of a registration acknowledgement.
 pub const REGISTER_ACK_LEN: usize = 8 + ENDPOINT_LEN;
 // The smallest request must be able to carry the largest fixed-size reply.
@@ -43,6 +49,16 @@ pub const LOOKUP_REPLY_HEADER_LEN: usize = 8;
 pub const MAX_KEYS_PER_LOOKUP: usize = 32;
 /// Length of one lookup reply entry: an endpoint, its age in seconds, flags and 3 reserved bytes.
 pub const LOOKUP_ENTRY_LEN: usize = ENDPOINT_LEN + 4 + 4;
+/// Length of a push's fixed header: kind, reserved, count, sequence.
+pub const PUSH_HEADER_LEN: usize = 8;
+/// Length of a push: its header, the peer's key and one lookup reply entry.
+pub const PUSH_LEN: usize = PUSH_HEADER_LEN + KEY_LEN + LOOKUP_ENTRY_LEN;
+/// Length of the transport datagram that carries a push.
+pub const PUSH_DATAGRAM_LEN: usize =
+    crate::wire::packet::TRANSPORT_HEADER_LEN + PUSH_LEN + crate::wire::packet::TAG_LEN;
+/// Length of a push acknowledgement's content (kind, 3 reserved, `acked`), before the padding
+/// every request gets.
+pub const PUSH_ACK_LEN: usize = 8;
 /// Entry flag: the peer has already been given the asker's current endpoint, so it has opened
 /// (or is opening) its NAT towards the asker, and the asker can start WireGuard towards it.
 pub const FLAG_PEER_HAS_YOURS: u8 = 0x01;
@@ -65,6 +81,9 @@ pub struct Register {
     pub peers: Vec<PublicKey>,
     /// The client's local addresses with its WireGuard port (part 0 only).
     pub local_addrs: Vec<SocketAddr>,
+    /// [`FLAG_WATCH`]: the client asks to be pushed what changes about its peers. The client
+    /// sets it alike on every part; the server takes it from part 0, as the local addresses.
+    pub watch: bool,
 }
 
 /// The server's acknowledgement of one registration part.
@@ -112,6 +131,25 @@ pub struct LookupReply {
     pub entries: Vec<Option<Sighting>>,
 }
 
+/// Sent by the server unasked, in the session of a watching client's latest message: where one
+/// of the client's peers is now, as a lookup of that peer would answer right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// This push's number in its session, from 1, increasing.
+    pub sequence: u32,
+    /// The peer the sighting is about.
+    pub peer: PublicKey,
+    /// Where the peer is (always a real endpoint, never "none").
+    pub sighting: Sighting,
+}
+
+/// The client's cumulative acknowledgement of the pushes of its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushAck {
+    /// The highest push sequence received in this session.
+    pub acked: u32,
+}
+
 /// A plaintext the client sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -119,6 +157,8 @@ pub enum Request {
     Register(Register),
     /// See [`Lookup`].
     Lookup(Lookup),
+    /// See [`PushAck`].
+    PushAck(PushAck),
 }
 
 /// A plaintext the server sends.
@@ -128,6 +168,8 @@ pub enum Reply {
     RegisterAck(RegisterAck),
     /// See [`LookupReply`].
     LookupReply(LookupReply),
+    /// See [`Push`].
+    Push(Push),
 }
 
 fn keys(r: &mut Reader<'_>, count: usize) -> Result<Vec<PublicKey>, WireError> {
@@ -173,8 +215,8 @@ impl Request {
                 let request_id = r.u32().ok_or(WireError::Truncated)?;
                 let generation = r.u32().ok_or(WireError::Truncated)?;
                 let key_count = usize::from(r.u16().ok_or(WireError::Truncated)?);
-                let reserved = r.u16().ok_or(WireError::Truncated)?;
-                if reserved != 0 {
+                let flags = r.u16().ok_or(WireError::Truncated)?;
+                if flags & !FLAG_WATCH != 0 {
                     return Err(WireError::Reserved);
                 }
                 if parts == 0 || part >= parts || key_count > MAX_KEYS_PER_PART {
@@ -202,6 +244,7 @@ impl Request {
                     parts,
                     peers,
                     local_addrs,
+                    watch: flags & FLAG_WATCH != 0,
                 }))
             }
             KIND_LOOKUP => {
@@ -225,6 +268,15 @@ impl Request {
                     peers,
                     punched,
                 }))
+            }
+            KIND_PUSH_ACK => {
+                let reserved = r.array::<3>().ok_or(WireError::Truncated)?;
+                let acked = r.u32().ok_or(WireError::Truncated)?;
+                if reserved != [0; 3] {
+                    return Err(WireError::Reserved);
+                }
+                padding(&mut r, PUSH_ACK_LEN)?;
+                Ok(Request::PushAck(PushAck { acked }))
             }
             _ => Err(WireError::UnknownType),
         }
@@ -250,7 +302,8 @@ impl Request {
                 out.extend_from_slice(&m.request_id.to_be_bytes());
                 out.extend_from_slice(&m.generation.to_be_bytes());
                 out.extend_from_slice(&(m.peers.len() as u16).to_be_bytes());
-                out.extend_from_slice(&[0, 0]);
+                let flags = if m.watch { FLAG_WATCH } else { 0 };
+                out.extend_from_slice(&flags.to_be_bytes());
                 for key in &m.peers {
                     out.extend_from_slice(key.as_bytes());
                 }
@@ -272,6 +325,10 @@ impl Request {
                 for key in &m.peers {
                     out.extend_from_slice(key.as_bytes());
                 }
+            }
+            Request::PushAck(m) => {
+                out.extend_from_slice(&[KIND_PUSH_ACK, 0, 0, 0]);
+                out.extend_from_slice(&m.acked.to_be_bytes());
             }
         }
         pad(out, start);
@@ -309,28 +366,32 @@ impl Reply {
                     return Err(WireError::Field);
                 }
                 let entries = (0..count)
-                    .map(|_| {
-                        let endpoint = endpoint::parse(&mut r).ok_or(WireError::Truncated)?;
-                        let age_secs = r.u32().ok_or(WireError::Truncated)?;
-                        let [flags, reserved @ ..] = r.array::<4>().ok_or(WireError::Truncated)?;
-                        if reserved != [0; 3] || flags & !FLAG_PEER_HAS_YOURS != 0 {
-                            return Err(WireError::Reserved);
-                        }
-                        let peer_has_yours = flags & FLAG_PEER_HAS_YOURS != 0;
-                        match endpoint {
-                            Some(endpoint) => Ok(Some(Sighting {
-                                endpoint,
-                                age_secs,
-                                peer_has_yours,
-                            })),
-                            None if age_secs == 0 && flags == 0 => Ok(None),
-                            None => Err(WireError::Reserved),
-                        }
-                    })
+                    .map(|_| entry(&mut r))
                     .collect::<Result<_, _>>()?;
                 Reply::LookupReply(LookupReply {
                     request_id,
                     entries,
+                })
+            }
+            KIND_PUSH => {
+                let reserved = r.u8().ok_or(WireError::Truncated)?;
+                let count = r.u16().ok_or(WireError::Truncated)?;
+                let sequence = r.u32().ok_or(WireError::Truncated)?;
+                if reserved != 0 {
+                    return Err(WireError::Reserved);
+                }
+                if count != 1 {
+                    return Err(WireError::Field);
+                }
+                let peer = r
+                    .array::<KEY_LEN>()
+                    .map(PublicKey)
+                    .ok_or(WireError::Truncated)?;
+                let sighting = entry(&mut r)?.ok_or(WireError::Field)?;
+                Reply::Push(Push {
+                    sequence,
+                    peer,
+                    sighting,
                 })
             }
             _ => return Err(WireError::UnknownType),
@@ -355,18 +416,49 @@ impl Reply {
                 out.extend_from_slice(&(m.entries.len() as u16).to_be_bytes());
                 out.extend_from_slice(&m.request_id.to_be_bytes());
                 for entry in &m.entries {
-                    endpoint::emit(entry.map(|s| s.endpoint), out);
-                    out.extend_from_slice(&entry.map_or(0, |s| s.age_secs).to_be_bytes());
-                    let flags = if entry.is_some_and(|s| s.peer_has_yours) {
-                        FLAG_PEER_HAS_YOURS
-                    } else {
-                        0
-                    };
-                    out.extend_from_slice(&[flags, 0, 0, 0]);
+                    emit_entry(*entry, out);
                 }
+            }
+            Reply::Push(m) => {
+                out.extend_from_slice(&[KIND_PUSH, 0]);
+                out.extend_from_slice(&1u16.to_be_bytes());
+                out.extend_from_slice(&m.sequence.to_be_bytes());
+                out.extend_from_slice(m.peer.as_bytes());
+                emit_entry(Some(m.sighting), out);
             }
         }
     }
+}
+
+/// Reads one lookup reply entry (also the entry of a push): `None` is the all-zero entry.
+fn entry(r: &mut Reader<'_>) -> Result<Option<Sighting>, WireError> {
+    let endpoint = endpoint::parse(r).ok_or(WireError::Truncated)?;
+    let age_secs = r.u32().ok_or(WireError::Truncated)?;
+    let [flags, reserved @ ..] = r.array::<4>().ok_or(WireError::Truncated)?;
+    if reserved != [0; 3] || flags & !FLAG_PEER_HAS_YOURS != 0 {
+        return Err(WireError::Reserved);
+    }
+    let peer_has_yours = flags & FLAG_PEER_HAS_YOURS != 0;
+    match endpoint {
+        Some(endpoint) => Ok(Some(Sighting {
+            endpoint,
+            age_secs,
+            peer_has_yours,
+        })),
+        None if age_secs == 0 && flags == 0 => Ok(None),
+        None => Err(WireError::Reserved),
+    }
+}
+
+fn emit_entry(entry: Option<Sighting>, out: &mut Vec<u8>) {
+    endpoint::emit(entry.map(|s| s.endpoint), out);
+    out.extend_from_slice(&entry.map_or(0, |s| s.age_secs).to_be_bytes());
+    let flags = if entry.is_some_and(|s| s.peer_has_yours) {
+        FLAG_PEER_HAS_YOURS
+    } else {
+        0
+    };
+    out.extend_from_slice(&[flags, 0, 0, 0]);
 }
 
 #[cfg(test)]
@@ -400,6 +492,7 @@ mod tests {
             parts: 1,
             peers: vec![],
             local_addrs: vec![],
+            watch: false,
         });
         let bytes = emit_request(&register);
         assert_eq!(bytes.len(), MIN_REQUEST_LEN);
@@ -415,6 +508,7 @@ mod tests {
             parts: 3,
             peers: (0..MAX_KEYS_PER_PART as u8).map(key).collect(),
             local_addrs: vec!["[2001:db8::1]:51820".parse().unwrap(); MAX_LOCAL_ADDRS],
+            watch: true,
         });
         let bytes = emit_request(&register);
         assert_eq!(bytes.len(), crate::wire::packet::MAX_PLAINTEXT_LEN);
@@ -454,6 +548,7 @@ mod tests {
             parts: 2,
             peers: vec![],
             local_addrs: vec!["198.51.100.1:1".parse().unwrap()],
+            watch: true,
         });
         assert_eq!(
             addrs_in_later_part.emit(&mut Vec::new()),
@@ -510,6 +605,7 @@ mod tests {
             parts: 1,
             peers: vec![],
             local_addrs: vec![],
+            watch: false,
         }));
         let mut dirty = short.clone();
         if let Some(last) = dirty.last_mut() {
@@ -519,6 +615,84 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(Request::parse(&bytes[..len]).is_err(), "truncated to {len}");
         }
+    }
+
+    #[test]
+    fn the_watch_flag_is_bit_0_at_offset_14_and_other_bits_are_refused() {
+        let mut bytes = emit_request(&Request::Register(Register {
+            request_id: 1,
+            generation: 1,
+            part: 0,
+            parts: 1,
+            peers: vec![],
+            local_addrs: vec![],
+            watch: true,
+        }));
+        assert_eq!(bytes.get(14..16), Some(&[0, 1][..]));
+        for bit in 1..16 {
+            let flags = FLAG_WATCH | 1 << bit;
+            bytes[14..16].copy_from_slice(&flags.to_be_bytes());
+            assert_eq!(
+                Request::parse(&bytes),
+                Err(WireError::Reserved),
+                "bit {bit}"
+            );
+        }
+    }
+
+    fn push() -> Push {
+        Push {
+            sequence: 7,
+            peer: key(3),
+            sighting: Sighting {
+                endpoint: "[2001:db8::1]:51820".parse().unwrap(),
+                age_secs: 2,
+                peer_has_yours: true,
+            },
+        }
+    }
+
+    #[test]
+    fn a_push_is_68_bytes_and_fits_a_100_byte_datagram() {
+        let bytes = emit_reply(&Reply::Push(push()));
+        assert_eq!(bytes.len(), PUSH_LEN);
+        assert_eq!(PUSH_LEN, 68);
+        assert_eq!(PUSH_DATAGRAM_LEN, 100);
+        assert_eq!(bytes.get(..8), Some(&[KIND_PUSH, 0, 0, 1, 0, 0, 0, 7][..]));
+    }
+
+    #[test]
+    fn a_push_carries_exactly_one_real_endpoint() {
+        let bytes = emit_reply(&Reply::Push(push()));
+        let mut two = bytes.clone();
+        two[3] = 2;
+        assert_eq!(Reply::parse(&two), Err(WireError::Field));
+        let mut zero = bytes.clone();
+        zero[3] = 0;
+        assert_eq!(Reply::parse(&zero), Err(WireError::Field));
+        let mut none = bytes.clone();
+        none[PUSH_HEADER_LEN + KEY_LEN..].fill(0);
+        assert_eq!(Reply::parse(&none), Err(WireError::Field));
+        let mut reserved = bytes;
+        reserved[1] = 1;
+        assert_eq!(Reply::parse(&reserved), Err(WireError::Reserved));
+    }
+
+    #[test]
+    fn a_push_ack_is_padded_to_the_minimum_request() {
+        let bytes = emit_request(&Request::PushAck(PushAck { acked: 0x0102_0304 }));
+        assert_eq!(bytes.len(), MIN_REQUEST_LEN);
+        assert_eq!(
+            bytes.get(..8),
+            Some(&[KIND_PUSH_ACK, 0, 0, 0, 1, 2, 3, 4][..])
+        );
+        let mut reserved = bytes.clone();
+        reserved[2] = 1;
+        assert_eq!(Request::parse(&reserved), Err(WireError::Reserved));
+        assert_eq!(
+            Request::parse(&bytes[..PUSH_ACK_LEN]),
+            Err(WireError::Length)
+        );
     }
 
     fn arb_key() -> impl Strategy<Value = PublicKey> {
@@ -537,8 +711,9 @@ mod tests {
             1u8..=255,
             proptest::collection::vec(arb_key(), 0..=MAX_KEYS_PER_PART),
             proptest::collection::vec(arb_addr(), 0..=MAX_LOCAL_ADDRS),
+            any::<bool>(),
         )
-            .prop_flat_map(|(request_id, generation, parts, peers, addrs)| {
+            .prop_flat_map(|(request_id, generation, parts, peers, addrs, watch)| {
                 (0..parts).prop_map(move |part| {
                     Request::Register(Register {
                         request_id,
@@ -547,6 +722,7 @@ mod tests {
                         parts,
                         peers: peers.clone(),
                         local_addrs: if part == 0 { addrs.clone() } else { vec![] },
+                        watch,
                     })
                 })
             });
@@ -564,7 +740,8 @@ mod tests {
                     })
                 })
             });
-        prop_oneof![register, lookup]
+        let push_ack = any::<u32>().prop_map(|acked| Request::PushAck(PushAck { acked }));
+        prop_oneof![register, lookup, push_ack]
     }
 
     fn arb_reply() -> impl Strategy<Value = Reply> {
@@ -578,13 +755,23 @@ mod tests {
                 })
             },
         );
-        let entry = proptest::option::of((arb_addr(), any::<u32>(), any::<bool>()).prop_map(
-            |(endpoint, age_secs, peer_has_yours)| Sighting {
-                endpoint,
-                age_secs,
-                peer_has_yours,
-            },
-        ));
+        fn sighting() -> impl Strategy<Value = Sighting> {
+            (arb_addr(), any::<u32>(), any::<bool>()).prop_map(
+                |(endpoint, age_secs, peer_has_yours)| Sighting {
+                    endpoint,
+                    age_secs,
+                    peer_has_yours,
+                },
+            )
+        }
+        let entry = proptest::option::of(sighting());
+        let push = (any::<u32>(), arb_key(), sighting()).prop_map(|(sequence, peer, sighting)| {
+            Reply::Push(Push {
+                sequence,
+                peer,
+                sighting,
+            })
+        });
         let lookup = (
             any::<u32>(),
             proptest::collection::vec(entry, 1..=MAX_KEYS_PER_LOOKUP),
@@ -595,7 +782,7 @@ mod tests {
                     entries,
                 })
             });
-        prop_oneof![ack, lookup]
+        prop_oneof![ack, lookup, push]
     }
 
     proptest! {

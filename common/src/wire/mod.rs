@@ -5,7 +5,9 @@ pub mod message;
 pub mod packet;
 pub mod reader;
 
-pub use message::{Lookup, LookupReply, Register, RegisterAck, Reply, Request, Sighting};
+pub use message::{
+    Lookup, LookupReply, Push, PushAck, Register, RegisterAck, Reply, Request, Sighting,
+};
 pub use packet::{CookieReply, HandshakeInit, HandshakeResponse, Packet, Transport};
 
 /// Why bytes were not accepted as a protocol message. Bad input is dropped, never answered.

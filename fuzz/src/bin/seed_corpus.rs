@@ -21,7 +21,7 @@ use wgpunch_common::keys::PublicKey;
 use wgpunch_common::session::Session;
 use wgpunch_common::wire::packet::COOKIE_NONCE_LEN;
 use wgpunch_common::wire::{
-    Lookup, LookupReply, Packet, Register, RegisterAck, Reply, Request, Sighting,
+    Lookup, LookupReply, Packet, Push, PushAck, Register, RegisterAck, Reply, Request, Sighting,
 };
 use wgpunch_fuzz::agent_sim::{self, AgentOp};
 use wgpunch_fuzz::client_sim::{self, ClientOp};
@@ -90,6 +90,7 @@ fn requests() -> Vec<(&'static str, Request)> {
             parts,
             peers,
             local_addrs,
+            watch: part == 0,
         })
     };
     vec![
@@ -106,6 +107,7 @@ fn requests() -> Vec<(&'static str, Request)> {
         ("register-part-1-of-2", register(1, 2, keys(32), vec![])),
         ("lookup-one", lookup(7, keys(1), 0)),
         ("lookup-full", lookup(8, keys(32), 0x8000_0001)),
+        ("push-ack", Request::PushAck(PushAck { acked: 3 })),
     ]
 }
 
@@ -145,6 +147,18 @@ fn replies() -> Vec<(&'static str, Reply)> {
                     None,
                     sighting(v6(2, 9), true),
                 ],
+            }),
+        ),
+        (
+            "push",
+            Reply::Push(Push {
+                sequence: 1,
+                peer: world::peer(0),
+                sighting: Sighting {
+                    endpoint: v4([198, 51, 100, 20], 51820),
+                    age_secs: 0,
+                    peer_has_yours: true,
+                },
             }),
         ),
     ]
@@ -352,6 +366,7 @@ fn server_seeds() -> Seeds {
             parts: 1,
             peers,
             local_addrs: vec![v4([10, 0, 0, 5], 51820)],
+            watch: true,
         })
     };
     let ask = |peers, punched| lookup(200, peers, punched);
@@ -379,6 +394,7 @@ fn server_seeds() -> Seeds {
             parts,
             peers,
             local_addrs: vec![],
+            watch: true,
         })
     };
     seeds.add(

@@ -47,6 +47,45 @@ impl TestClient {
         }
     }
 
+    /// Moves the client to a fresh socket (a new source port, as after a NAT remapping) and
+    /// registers again from there at once.
+    pub fn move_and_register(&mut self, server: &ServerProcess) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect(server.addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        self.socket = socket;
+        self.client.refresh();
+        self.step();
+        self.register();
+    }
+
+    /// Every datagram that arrives within `quiet` of the previous one, without handing any to
+    /// the client (so it acknowledges nothing).
+    pub fn receive_raw(&self, quiet: Duration) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        let mut last = Instant::now();
+        while last.elapsed() < quiet {
+            if let Ok(len) = self.socket.recv(&mut buf) {
+                got.push(buf[..len].to_vec());
+                last = Instant::now();
+            }
+        }
+        got
+    }
+
+    /// Hands `datagrams` to the client and keeps the events they give.
+    pub fn deliver(&mut self, datagrams: &[Vec<u8>]) {
+        for datagram in datagrams {
+            self.client.handle_datagram(Instant::now(), datagram);
+        }
+        while let Some(event) = self.client.poll_event() {
+            self.events.push(event);
+        }
+    }
+
     /// The client's own address.
     pub fn addr(&self) -> SocketAddr {
         self.socket.local_addr().unwrap()
