@@ -240,14 +240,6 @@ impl Client {
         self.handshake.is_some() || !self.outstanding.is_empty()
     }
 
-    /// Registers again at the next [`Client::poll_transmit`], so that the server observes our
-    /// current NAT mapping at once; nothing changes while a registration is in progress.
-    pub fn refresh(&mut self) {
-        if !self.registration.in_progress {
-            self.registration.done = None;
-        }
-    }
-
     /// Replaces the declared peer list and registers it anew.
     pub fn set_peers(&mut self, peers: Vec<PublicKey>) {
         if peers != self.peers {

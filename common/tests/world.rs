@@ -152,20 +152,10 @@ fn continuous_clients_recover_when_a_firewalled_nat_changes_its_address() {
 }
 
 /// The design target: a few seconds after a NAT moves, not the silence limit plus the parking.
-///
-/// What the agent does (trace of `WORLD_TRACE=1`, seed 5, event at 30.4 s): A notices the
-/// unanswered pings (PathSuspect at 32.4 s), registers again, sees its new address and punches B;
-/// its lookups of B then say `peer_has_yours: false` again and again, so A parks B after the 6 s
-/// recovery wait (38.5 s) for 35 s. B is `Connected`: `Peers::take_wanted` never looks up a
-/// connected peer, and B's own PathSuspect (33.2 s) only refreshes B's registration, so B never
-/// learns A's new endpoint and never punches towards it. Without server pushes nothing tells B;
-/// B parks A only at the silence limit (91.2 s, `2 * keepalive + 10` s after the last packet),
-/// for 35 s; its first lookup after that (128.3 s) gives A's new endpoint with
-/// `peer_has_yours: true`, and pings cross again at 128.4 s: 98 s after the move. A lookup of the silent peer on PathSuspect (or the server's push of A's new endpoint,
-/// on a parallel branch: drain it in `World::server_outgoing`) would let B punch and set A's new
-/// endpoint within a couple of seconds.
+/// A notices its unanswered pings and registers again from its new address; the server pushes
+/// the new endpoint to B, which punches towards it and confirms; A's barrier opens and both
+/// sides' traffic gets through again.
 #[test]
-#[ignore = "the agent recovers only after the silence limit and parking (98 s): a connected peer is never looked up, so B learns A's new address only once it parks A"]
 fn continuous_clients_recover_from_an_address_change_within_a_few_seconds() {
     let sites = [Site::Nat(Mapping::Masquerade, true); 2];
     let mut world = World::new(5, Faults::default(), &sites);

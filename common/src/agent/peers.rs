@@ -262,11 +262,9 @@ impl Peers {
 
     /// True when some peer waits behind the barrier or for a handshake: lookups are due.
     pub fn wants_lookups(&self) -> bool {
-        self.peers
-            .values()
-            .any(|t| {
-                matches!(t.state, State::Wanted | State::Verifying { .. }) || t.confirm || t.ask
-            })
+        self.peers.values().any(|t| {
+            matches!(t.state, State::Wanted | State::Verifying { .. }) || t.confirm || t.ask
+        })
     }
 
     /// Peers the server has not (yet) given, or that are parked before being asked again.

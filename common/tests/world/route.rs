@@ -122,13 +122,16 @@ impl World {
         }
     }
 
-    /// Everything the server sends after receiving `datagram` from `from`: today only the reply.
-    /// Server pushes (`Server::poll_transmit`) are drained here once the server has them.
+    /// Everything the server sends after receiving `datagram` from `from`: the reply, then the
+    /// pushes it queued for other clients.
     fn server_outgoing(&mut self, from: SocketAddr, datagram: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
         let (now, wall) = (self.clock.now(), self.clock.wall());
         let mut out = Vec::new();
         if let Some(reply) = self.server.handle(now, wall, from, datagram) {
             out.push((from, reply));
+        }
+        while let Some(push) = self.server.poll_transmit() {
+            out.push((push.destination, push.datagram));
         }
         out
     }
