@@ -26,7 +26,8 @@ use peers::{ParkReason, PeerAction, PeerPolicy, Peers};
 use sanity::Refused;
 use snapshot::{InterfaceSnapshot, PeerSnapshot};
 
-/// How often the interface is read while a peer waits for its handshake.
+/// How often the interface is read while a peer waits for its handshake (a read of the UAPI
+/// socket or netlink costs well under a millisecond).
 const READ_CLOSELY: Duration = Duration::from_millis(100);
 
 /// How often the interface is read otherwise: new peers, traffic that gets no answer.
@@ -409,7 +410,7 @@ impl Agent {
     }
 
     fn read_interval(&self) -> Duration {
-        if self.peers.is_verifying() {
+        if self.peers.expects_handshake() {
             READ_CLOSELY
         } else {
             READ_EVERY
@@ -530,14 +531,11 @@ impl Agent {
                         ttl: self.punch_ttl(),
                     }
                 }
-                PeerAction::SetEndpoint { peer, endpoint } => {
-                    self.next_read = self.next_read.min(now + READ_CLOSELY);
-                    Action::SetEndpoint {
-                        peer,
-                        endpoint,
-                        keepalive,
-                    }
-                }
+                PeerAction::SetEndpoint { peer, endpoint } => Action::SetEndpoint {
+                    peer,
+                    endpoint,
+                    keepalive,
+                },
                 PeerAction::SetKeepalive { peer } => Action::SetKeepalive { peer, keepalive },
                 PeerAction::Park { peer, reason } => Action::Park {
                     peer,
@@ -546,6 +544,9 @@ impl Agent {
                 },
             };
             self.actions.push_back(action);
+        }
+        if self.peers.expects_handshake() {
+            self.next_read = self.next_read.min(now + READ_CLOSELY);
         }
     }
 

@@ -302,11 +302,14 @@ impl Peers {
             .all(|t| matches!(t.state, State::Connected | State::NoHandshake { .. }))
     }
 
-    /// True while some peer waits for a handshake, so the interface should be read often.
-    pub fn is_verifying(&self) -> bool {
-        self.peers
-            .values()
-            .any(|t| matches!(t.state, State::Verifying { .. }))
+    /// True while some peer waits for a handshake, or has been punched towards and may reach us
+    /// any moment, so the interface should be read often.
+    pub fn expects_handshake(&self) -> bool {
+        self.peers.values().any(|t| match t.state {
+            State::Verifying { .. } => true,
+            State::Wanted => t.punched.is_some(),
+            _ => false,
+        })
     }
 
     /// The next time something changes without new input.
