@@ -58,6 +58,10 @@ const LATE_CLIENT_TIMEOUT_SECS: u64 = 60;
 /// Late one-shot client: how much later b's client starts than a's.
 const LATE_ONE_SHOT_START: Duration = Duration::from_secs(20);
 
+/// Late one-shot client: how long each client may run before the test gives up on it.
+const LATE_CLIENT_BUDGET: Duration =
+    Duration::from_secs(LATE_CLIENT_TIMEOUT_SECS + HANDSHAKE_WAIT.as_secs() + 10);
+
 /// Budget for the tunnel to answer again after the network changed under running clients.
 const RECOVERY_BUDGET: Duration = Duration::from_secs(180);
 
@@ -451,10 +455,8 @@ fn check_late_second_client(world: &NatWorld, server: &Server) -> Result<()> {
     let b_started_at = SystemTime::now();
     let b_started = Instant::now();
     let mut client_b = start_client(b, &options, server)?;
-    // a's client gives up LATE_CLIENT_TIMEOUT_SECS after its start; b's handshake wait follows.
-    let ping_budget = CLIENT_BUDGET
-        + Duration::from_secs(LATE_CLIENT_TIMEOUT_SECS - CLIENT_TIMEOUT_SECS)
-        - LATE_ONE_SHOT_START;
+    // Counted from b's start: a's client has LATE_ONE_SHOT_START less of its budget left.
+    let ping_budget = LATE_CLIENT_BUDGET - LATE_ONE_SHOT_START;
     let first_ping = ping
         .wait_reply_after(b_started_at, ping_budget, || {
             ensure_no_failure([&mut client_a, &mut client_b])
@@ -462,9 +464,8 @@ fn check_late_second_client(world: &NatWorld, server: &Server) -> Result<()> {
         .with_context(|| explain(world, server, &[client_a.log_tail(), client_b.log_tail()]))?;
     drop(ping);
 
-    let client_budget = CLIENT_BUDGET + LATE_ONE_SHOT_START;
-    let out_a = client_a.wait_timeout(client_budget.saturating_sub(a_started.elapsed()))?;
-    let out_b = client_b.wait_timeout(client_budget.saturating_sub(b_started.elapsed()))?;
+    let out_a = client_a.wait_timeout(LATE_CLIENT_BUDGET.saturating_sub(a_started.elapsed()))?;
+    let out_b = client_b.wait_timeout(LATE_CLIENT_BUDGET.saturating_sub(b_started.elapsed()))?;
     let clients_done = b_started.elapsed();
     ensure_exit(&out_a, 0, world, server)?;
     ensure_exit(&out_b, 0, world, server)?;
