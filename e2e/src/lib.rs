@@ -4,11 +4,12 @@
 //! (the plainest, two WireGuard peers and a server's namespace on one switch, is [`Lan`]),
 //! runs processes inside them ([`Process`]), drives userspace WireGuard ([`WgInterface`], or
 //! [`WgQuick`] from a configuration file) and the binaries under test ([`Server`], [`client_cmd`],
-//! `scripts/mesh` and the directory it generates: [`MeshDir`]). Everything it creates carries
-//! this process's id and a counter in its name (`wgpe-<pid>-<n>-…`, `wg<pid>n<n>`), so tests run
-//! in parallel, and everything is removed again by its own name or pid on drop, also when a test
-//! panics: processes get SIGTERM then SIGKILL, namespaces are deleted after the last process in
-//! them.
+//! `scripts/mesh` and the directory it generates: [`MeshDir`]), keeps a ping running through a
+//! tunnel ([`RunningPing`]) and prints what it measured ([`measure`]). Everything it creates
+//! carries this process's id and a counter in its name (`wgpe-<pid>-<n>-…`, `wg<pid>n<n>`), so
+//! tests run in parallel, and everything is removed again by its own name or pid on drop, also
+//! when a test panics: processes get SIGTERM then SIGKILL, namespaces are deleted after the last
+//! process in them.
 //!
 //! Every wait is bounded and names what it waited for; every command error names the command line
 //! and its stderr. A missing prerequisite (root, `ip`, `wg`, `wireguard-go`, ...) is an error that
@@ -31,10 +32,12 @@ mod bins;
 mod cmd;
 mod ids;
 mod lan;
+mod measure;
 mod mesh;
 mod mesh_check;
 mod nat;
 mod netns;
+mod ping;
 mod prereq;
 mod process;
 mod tempdir;
@@ -47,6 +50,7 @@ pub use bins::{bin_dir, binary, client_binary, server_binary, workspace_root, CL
 pub use cmd::{Cmd, Output, DEFAULT_TIMEOUT};
 pub use ids::{global_ifname, netns_name, unique_suffix, IFNAME_MAX};
 pub use lan::{Lan, LAN_A_IP, LAN_B_IP, LAN_SERVER_IP};
+pub use measure::{measure, measure_line, MEASURE_PREFIX};
 pub use mesh::{env_vars, mesh_ok, mesh_script, run_mesh, sections, MeshDir, MeshNode, Section};
 pub use mesh_check::{check_mesh, ensure_env_matches_client, ensure_no_private_key, ExpectedMesh};
 pub use nat::{
@@ -54,6 +58,7 @@ pub use nat::{
     NatRouter, NatWorld, Peer, Site, HOST_IF, LAN_IF, REMAP_RANGE, SERVER_IP, SNAT_RANGE, WAN_IF,
 };
 pub use netns::{netns_exists, Netns, Switch};
+pub use ping::{first_reply_after, parse_ping_replies, RunningPing, RUNNING_PING_INTERVAL};
 pub use prereq::{effective_uid, package_of, require_test_bed, tool};
 pub use process::{Process, TERM_GRACE};
 pub use tempdir::{chown_to_nobody, nobody_ids, write_secret_file, TempDir};

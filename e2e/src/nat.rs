@@ -29,8 +29,11 @@
 //!   tuple is exactly what the LAN host's own flow to that remote would need, so that flow gets
 //!   another public port. A NAT without filtering ([`NatKind::Masquerade`], [`NatKind::EimRemap`])
 //!   falls into it when the peer's packets arrive before the host's own went out; a stateful
-//!   firewall ([`NatKind::Firewall`]) drops such packets before their entry is confirmed, so it
-//!   never does.
+//!   firewall ([`NatKind::Firewall`], [`NatKind::FirewallRemap`]) drops such packets before their
+//!   entry is confirmed, so it never does.
+//! - [`NatRouter::change_public_ip`] moves a router to another address of its link, as an ISP
+//!   handing out a new address does: every mapping is gone, and the peers see the host from an
+//!   address they have never heard of.
 
 mod conntrack;
 mod world;
@@ -40,6 +43,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 
@@ -51,7 +55,7 @@ pub use world::{server_addr, EndpointCheck, NatWorld, Peer};
 /// The discovery server's address: the first site on the internet.
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 
-/// The public port range of an [`NatKind::EimRemap`] router.
+/// The public port range of an [`NatKind::EimRemap`] or [`NatKind::FirewallRemap`] router.
 pub const SNAT_RANGE: RangeInclusive<u16> = 40000..=40999;
 
 /// A second range for [`NatRouter::set_port_range`], disjoint from [`SNAT_RANGE`].
@@ -80,20 +84,34 @@ pub enum NatKind {
     Firewall,
     /// `masquerade fully-random`: a new random public port for every destination.
     Symmetric,
+    /// `snat to WAN:40000-40999` for UDP (as [`NatKind::EimRemap`]) plus the stateful firewall
+    /// of [`NatKind::Firewall`].
+    FirewallRemap,
 }
 
 impl NatKind {
     /// All kinds, in declaration order.
-    pub const ALL: [NatKind; 4] = [
+    pub const ALL: [NatKind; 5] = [
         NatKind::Masquerade,
         NatKind::EimRemap,
         NatKind::Firewall,
         NatKind::Symmetric,
+        NatKind::FirewallRemap,
     ];
 
     /// Whether one source port keeps one public address for every destination.
     pub fn is_endpoint_independent(self) -> bool {
         self != NatKind::Symmetric
+    }
+
+    /// Whether it maps UDP into a port range ([`NatRouter::set_port_range`] moves it).
+    pub fn has_port_range(self) -> bool {
+        matches!(self, NatKind::EimRemap | NatKind::FirewallRemap)
+    }
+
+    /// Whether a stateful firewall drops unsolicited packets from the WAN.
+    pub fn filters_inbound(self) -> bool {
+        matches!(self, NatKind::Firewall | NatKind::FirewallRemap)
     }
 
     /// A few words for messages: `"port-preserving masquerade"`.
@@ -103,6 +121,9 @@ impl NatKind {
             NatKind::EimRemap => "endpoint-independent NAT to another port",
             NatKind::Firewall => "masquerade with a stateful firewall",
             NatKind::Symmetric => "symmetric NAT (a random port per destination)",
+            NatKind::FirewallRemap => {
+                "endpoint-independent NAT to another port with a stateful firewall"
+            }
         }
     }
 }
@@ -127,7 +148,7 @@ pub fn nat_ruleset(kind: NatKind, wan_ip: Ipv4Addr, range: &RangeInclusive<u16>)
     let (lo, hi) = (range.start(), range.end());
     let nat = match kind {
         NatKind::Masquerade | NatKind::Firewall => format!("oifname \"{WAN_IF}\" masquerade"),
-        NatKind::EimRemap => format!(
+        NatKind::EimRemap | NatKind::FirewallRemap => format!(
             "oifname \"{WAN_IF}\" meta l4proto udp snat to {wan_ip}:{lo}-{hi}\n        \
              oifname \"{WAN_IF}\" snat to {wan_ip}"
         ),
@@ -142,7 +163,7 @@ pub fn nat_ruleset(kind: NatKind, wan_ip: Ipv4Addr, range: &RangeInclusive<u16>)
              }}\n\
          }}\n"
     );
-    if kind == NatKind::Firewall {
+    if kind.filters_inbound() {
         rules.push_str("table inet wgpe_filter {\n");
         for chain in ["input", "forward"] {
             rules.push_str(&format!(
@@ -164,6 +185,21 @@ fn site_link(k: u8) -> (Ipv4Addr, Ipv4Addr) {
         Ipv4Addr::new(198, 51, 100, 8 * k + 1),
         Ipv4Addr::new(198, 51, 100, 8 * k + 2),
     )
+}
+
+/// For a site address `.8k+2` or `.8k+3`: (internet router's address `.8k+1`, the other one).
+fn other_link_address(site: Ipv4Addr) -> Result<(Ipv4Addr, Ipv4Addr)> {
+    let [a, b, c, d] = site.octets();
+    let base = d & !7;
+    let other = match d & 7 {
+        2 => base + 3,
+        3 => base + 2,
+        _ => anyhow::bail!("{site} is not a site address (.8k+2 or .8k+3) of a /29 link"),
+    };
+    Ok((
+        Ipv4Addr::new(a, b, c, base + 1),
+        Ipv4Addr::new(a, b, c, other),
+    ))
 }
 
 /// NAT LAN `r`: (router's address, host's address), both /26.
@@ -236,7 +272,7 @@ impl Internet {
         let nat = NatRouter {
             ns: router,
             kind,
-            wan_ip,
+            wan_ip: Mutex::new(wan_ip),
             range: Mutex::new(SNAT_RANGE),
         };
         nat.load_rules()?;
@@ -268,7 +304,7 @@ impl Internet {
 pub struct NatRouter {
     ns: Netns,
     kind: NatKind,
-    wan_ip: Ipv4Addr,
+    wan_ip: Mutex<Ipv4Addr>,
     range: Mutex<RangeInclusive<u16>>,
 }
 
@@ -283,22 +319,23 @@ impl NatRouter {
         &self.ns
     }
 
-    /// Its public (WAN) address.
+    /// Its public (WAN) address (the current one, after [`NatRouter::change_public_ip`]).
     pub fn public_ip(&self) -> Ipv4Addr {
-        self.wan_ip
+        *self.wan_ip.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The public UDP port range of an [`NatKind::EimRemap`] router.
+    /// The public UDP port range of a router whose kind [`NatKind::has_port_range`].
     pub fn port_range(&self) -> RangeInclusive<u16> {
         self.range.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Moves an [`NatKind::EimRemap`] router to another public port range. Existing conntrack
-    /// entries keep their mappings until [`NatRouter::flush_conntrack`].
+    /// Moves an [`NatKind::EimRemap`] or [`NatKind::FirewallRemap`] router to another public
+    /// port range. Existing conntrack entries keep their mappings until
+    /// [`NatRouter::flush_conntrack`].
     pub fn set_port_range(&self, range: RangeInclusive<u16>) -> Result<()> {
         ensure!(
-            self.kind == NatKind::EimRemap,
-            "only an EimRemap NAT has a port range; {} is {:?}",
+            self.kind.has_port_range(),
+            "only an EimRemap or FirewallRemap NAT has a port range; {} is {:?}",
             self.ns.name(),
             self.kind
         );
@@ -306,9 +343,54 @@ impl NatRouter {
         self.load_rules()
     }
 
-    fn load_rules(&self) -> Result<()> {
+    /// Moves its WAN address to the other free address of its /29 link (.8k+3, and back to
+    /// .8k+2 on the next call), as an ISP handing out a new address does: the default route is
+    /// put back, the ruleset is reloaded with the new address, a ping to the internet router
+    /// from the new address must be answered, and every conntrack entry is deleted. Returns the
+    /// new address, which [`NatRouter::public_ip`] reports from now on.
+    pub fn change_public_ip(&self) -> Result<Ipv4Addr> {
+        let old = self.public_ip();
+        let (gateway, new) = other_link_address(old)?;
+        let name = self.ns.name().to_owned();
+        // Deleting the link's only address takes the default route with it.
         self.ns
-            .nft(&nat_ruleset(self.kind, self.wan_ip, &self.port_range()))
+            .ip(["addr", "del", &format!("{old}/29"), "dev", WAN_IF])
+            .with_context(|| format!("removing {old} from NAT {name}"))?;
+        self.ns.addr_add(WAN_IF, &format!("{new}/29"))?;
+        self.ns
+            .ip([
+                "-4",
+                "route",
+                "replace",
+                "default",
+                "via",
+                &gateway.to_string(),
+            ])
+            .with_context(|| format!("restoring the default route of NAT {name}"))?;
+        *self.wan_ip.lock().unwrap_or_else(|e| e.into_inner()) = new;
+        self.load_rules()?;
+        let out = self
+            .ns
+            .cmd("ping")?
+            .args(["-n", "-c", "1", "-W", "2", "-I", &new.to_string()])
+            .arg(gateway.to_string())
+            .timeout(Duration::from_secs(5))
+            .run()?;
+        ensure!(
+            out.status.success(),
+            "NAT {name} cannot reach the internet router {gateway} from its new address {new}: \
+             {out}"
+        );
+        self.flush_conntrack()?;
+        Ok(new)
+    }
+
+    fn load_rules(&self) -> Result<()> {
+        self.ns.nft(&nat_ruleset(
+            self.kind,
+            self.public_ip(),
+            &self.port_range(),
+        ))
     }
 
     /// `nft list ruleset`, for messages.
@@ -345,7 +427,8 @@ impl NatRouter {
     /// entries of the conntrack trap (see the module docs).
     pub fn inbound_flows(&self) -> Result<Vec<Flow>> {
         let mut flows = self.udp_flows()?;
-        flows.retain(|f| *f.dst.ip() == self.wan_ip);
+        let wan_ip = self.public_ip();
+        flows.retain(|f| *f.dst.ip() == wan_ip);
         Ok(flows)
     }
 
@@ -427,6 +510,17 @@ mod tests {
     }
 
     #[test]
+    fn a_new_public_ip_is_the_other_free_address_of_the_link() {
+        let site = site_link(2).1;
+        let (gateway, moved) = other_link_address(site).unwrap();
+        assert_eq!(gateway, site_link(2).0);
+        assert_eq!(moved, Ipv4Addr::new(198, 51, 100, 19));
+        assert_eq!(other_link_address(moved).unwrap(), (gateway, site));
+        assert!(other_link_address(gateway).is_err());
+        assert!(other_link_address(Ipv4Addr::new(198, 51, 100, 20)).is_err());
+    }
+
+    #[test]
     fn rulesets_match_their_kind() {
         let wan = Ipv4Addr::new(198, 51, 100, 10);
         let masq = nat_ruleset(NatKind::Masquerade, wan, &SNAT_RANGE);
@@ -446,6 +540,21 @@ mod tests {
         assert_eq!(fw.matches("iifname \"wan0\" drop").count(), 2, "{fw}");
         let sym = nat_ruleset(NatKind::Symmetric, wan, &SNAT_RANGE);
         assert!(sym.contains("masquerade fully-random"), "{sym}");
+        let fw_remap = nat_ruleset(NatKind::FirewallRemap, wan, &REMAP_RANGE);
+        assert!(
+            fw_remap.contains("udp snat to 198.51.100.10:41000-41999"),
+            "{fw_remap}"
+        );
+        assert_eq!(
+            fw_remap.matches("iifname \"wan0\" drop").count(),
+            2,
+            "{fw_remap}"
+        );
+        for kind in NatKind::ALL {
+            let rules = nat_ruleset(kind, wan, &SNAT_RANGE);
+            assert_eq!(rules.contains("drop"), kind.filters_inbound(), "{kind:?}");
+            assert_eq!(rules.contains("snat to"), kind.has_port_range(), "{kind:?}");
+        }
         assert!(NatKind::ALL
             .iter()
             .all(|k| k.is_endpoint_independent() != (*k == NatKind::Symmetric)));

@@ -5,15 +5,23 @@
 //! WireGuard handshake seen), each side's `wg show` endpoint for the other must be the public
 //! address the other's NAT really uses for that flow (read from the NAT router's conntrack), and a
 //! ping must cross the tunnel both ways. A symmetric NAT cannot be punched: both clients must say
-//! so (exit 5) instead of claiming success. Timings go to stderr (`--nocapture` shows them).
+//! so (exit 5) instead of claiming success.
+//!
+//! Continuous clients must follow the network when it changes under them: a NAT that moves to
+//! another port range, or to another public address, while a ping keeps running through the
+//! tunnel. Timings go to stderr (`--nocapture` shows them), each scenario's figures also as
+//! `MEASURE scenario=<id> metric=<name> seconds=<x.xxx>` lines (`scripts/bench-connect` collects
+//! them). They are measurements: the budgets only bound how long a scenario waits for something
+//! that must happen.
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use wgpunch_e2e::{
-    expect_ok, EndpointCheck, NatKind, NatWorld, Output, Peer, Process, Server, Site, REMAP_RANGE,
-    SNAT_RANGE,
+    expect_ok, measure, EndpointCheck, Internet, NatKind, NatWorld, Output, Peer, Process,
+    RunningPing, Server, Site, REMAP_RANGE, SNAT_RANGE,
 };
 
 /// `--timeout` of the one-shot clients.
@@ -43,6 +51,22 @@ const REMAP_BUDGET: Duration = Duration::from_secs(240);
 
 /// Interval between two checks of the network while waiting.
 const POLL: Duration = Duration::from_millis(500);
+
+/// Late one-shot client: `--timeout` of both clients.
+const LATE_CLIENT_TIMEOUT_SECS: u64 = 60;
+
+/// Late one-shot client: how much later b's client starts than a's.
+const LATE_ONE_SHOT_START: Duration = Duration::from_secs(20);
+
+/// Late one-shot client: how long each client may run before the test gives up on it.
+const LATE_CLIENT_BUDGET: Duration =
+    Duration::from_secs(LATE_CLIENT_TIMEOUT_SECS + HANDSHAKE_WAIT.as_secs() + 10);
+
+/// Budget for the tunnel to answer again after the network changed under running clients.
+const RECOVERY_BUDGET: Duration = Duration::from_secs(180);
+
+/// Budget for the other side's endpoint to show the change once the tunnel answers again.
+const FOLLOW_BUDGET: Duration = Duration::from_secs(30);
 
 /// A world of two peers at `a` and `b` with the server running.
 fn world_with_server(a: Site, b: Site) -> Result<(NatWorld, Server)> {
@@ -117,8 +141,14 @@ fn wait_for<T>(
 }
 
 /// Runs both one-shot clients and checks the connection: exit 0, endpoints as the NATs map
-/// them, ping both ways. Prints the timings under `scenario`.
-fn check_connects(scenario: &str, world: &NatWorld, server: &Server) -> Result<[EndpointCheck; 2]> {
+/// them, ping both ways. Prints the timings under `scenario` and measures `first_ping` and
+/// `clients_exit` (from starting the clients) under `id`.
+fn check_connects(
+    id: &str,
+    scenario: &str,
+    world: &NatWorld,
+    server: &Server,
+) -> Result<[EndpointCheck; 2]> {
     let (out_a, out_b, started) = run_one_shot(world, server)?;
     let clients_done = started.elapsed();
     ensure_exit(&out_a, 0, world, server)?;
@@ -144,6 +174,8 @@ fn check_connects(scenario: &str, world: &NatWorld, server: &Server) -> Result<[
         checks[1],
         trap_entries(world)?
     );
+    measure(id, "first_ping", first_ping);
+    measure(id, "clients_exit", clients_done);
     Ok(checks)
 }
 
@@ -153,11 +185,16 @@ fn check_connects(scenario: &str, world: &NatWorld, server: &Server) -> Result<[
 fn masquerade_nats_on_both_sides_connect() {
     let nat = Site::Behind(NatKind::Masquerade);
     let (world, server) = expect_ok(world_with_server(nat, nat));
-    expect_ok(check_connects("masquerade/masquerade", &world, &server));
+    expect_ok(check_connects(
+        "masquerade",
+        "masquerade/masquerade",
+        &world,
+        &server,
+    ));
 }
 
 fn check_eim_remap(world: &NatWorld, server: &Server) -> Result<()> {
-    let checks = check_connects("eim-remap/eim-remap", world, server)?;
+    let checks = check_connects("eim_remap", "eim-remap/eim-remap", world, server)?;
     for (check, peer) in checks.iter().zip([world.b(), world.a()]) {
         let port = check.endpoint.port();
         ensure!(
@@ -188,7 +225,12 @@ fn eim_remap_nats_on_both_sides_connect() {
 fn firewalls_on_both_sides_connect() {
     let nat = Site::Behind(NatKind::Firewall);
     let (world, server) = expect_ok(world_with_server(nat, nat));
-    expect_ok(check_connects("firewall/firewall", &world, &server));
+    expect_ok(check_connects(
+        "firewall",
+        "firewall/firewall",
+        &world,
+        &server,
+    ));
 }
 
 /// Scenario 4: one peer on the internet itself.
@@ -198,7 +240,12 @@ fn public_host_and_masquerade_nat_connect() {
         Site::Public,
         Site::Behind(NatKind::Masquerade),
     ));
-    expect_ok(check_connects("public/masquerade", &world, &server));
+    expect_ok(check_connects(
+        "public_masquerade",
+        "public/masquerade",
+        &world,
+        &server,
+    ));
 }
 
 /// Both endpoints as the NATs map them and one ping through the tunnel each way.
@@ -245,6 +292,7 @@ fn check_continuous(world: &NatWorld, server: &Server) -> Result<()> {
          {found:.1?} after b's client started; {}; {}",
         checks[0], checks[1]
     );
+    measure(CONTINUOUS, "first_ping_after_late_start", found);
 
     // (b) a's NAT moves to another port range and forgets every mapping.
     let nat = a.host().nat().context("a is behind a NAT")?;
@@ -275,10 +323,16 @@ fn check_continuous(world: &NatWorld, server: &Server) -> Result<()> {
          both ways {followed:.1?} after the remap; {}",
         checks[1].endpoint, checks[0]
     );
+    // Polled, not a running ping: before b follows, this scenario sends nothing through the
+    // tunnel but WireGuard's own packets, which is what exposes the conntrack trap.
+    measure(CONTINUOUS, "recovery", followed);
     client_a.ensure_running()?;
     client_b.ensure_running()?;
     Ok(())
 }
+
+/// Scenario 5's id in `MEASURE` lines.
+const CONTINUOUS: &str = "continuous_remap";
 
 /// Scenario 5: continuous clients find a peer whose client starts late, then follow a NAT that
 /// changes its mapping, without restarting anything.
@@ -339,6 +393,7 @@ fn check_symmetric(world: &NatWorld, server: &Server) -> Result<()> {
             .collect::<Vec<_>>()
             .join("; ")
     );
+    measure("symmetric", "clients_exit", done);
     Ok(())
 }
 
@@ -362,4 +417,335 @@ fn claims_resolved_ignores_negations_and_other_peers() {
     assert!(claims_resolved("INFO resolved peer=OTHER=", key).is_none());
     assert!(claims_resolved("INFO peer resolved peer=KEY=", key).is_some());
     assert!(claims_resolved("INFO every peer resolved peers=1", key).is_some());
+}
+
+/// Fails if either client exited with anything but 0; a client still running, or done with 0,
+/// is fine.
+fn ensure_no_failure(clients: [&mut Process; 2]) -> Result<()> {
+    for client in clients {
+        if let Some(status) = client.try_status()? {
+            ensure!(
+                status.success(),
+                "{} exited with {status}; {}",
+                client.label(),
+                client.log_tail()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_late_second_client(world: &NatWorld, server: &Server) -> Result<()> {
+    const ID: &str = "late_second_client";
+    let timeout = LATE_CLIENT_TIMEOUT_SECS.to_string();
+    let options = ["--timeout", timeout.as_str()];
+    let (a, b) = (world.a(), world.b());
+    let mut client_a = start_client(a, &options, server)?;
+    let a_started = Instant::now();
+    let mut ping = a.running_ping(b)?;
+    while a_started.elapsed() < LATE_ONE_SHOT_START {
+        client_a.ensure_running()?;
+        thread::sleep(POLL);
+    }
+    ensure!(
+        a.endpoint_of(b)?.is_none(),
+        "a has an endpoint for b before b's client ever ran"
+    );
+
+    let b_started_at = SystemTime::now();
+    let b_started = Instant::now();
+    let mut client_b = start_client(b, &options, server)?;
+    // Counted from b's start: a's client has LATE_ONE_SHOT_START less of its budget left.
+    let ping_budget = LATE_CLIENT_BUDGET - LATE_ONE_SHOT_START;
+    let first_ping = ping
+        .wait_reply_after(b_started_at, ping_budget, || {
+            ensure_no_failure([&mut client_a, &mut client_b])
+        })
+        .with_context(|| explain(world, server, &[client_a.log_tail(), client_b.log_tail()]))?;
+    drop(ping);
+
+    let out_a = client_a.wait_timeout(LATE_CLIENT_BUDGET.saturating_sub(a_started.elapsed()))?;
+    let out_b = client_b.wait_timeout(LATE_CLIENT_BUDGET.saturating_sub(b_started.elapsed()))?;
+    let clients_done = b_started.elapsed();
+    ensure_exit(&out_a, 0, world, server)?;
+    ensure_exit(&out_b, 0, world, server)?;
+    let logs = [out_a.to_string(), out_b.to_string()];
+    let checks = world
+        .check_endpoints()
+        .with_context(|| explain(world, server, &logs))?;
+    for (from, to) in [(a, b), (b, a)] {
+        from.ping_until(to, PING_TIMEOUT)
+            .with_context(|| explain(world, server, &logs))?;
+    }
+    eprintln!(
+        "late one-shot client: b's client started {LATE_ONE_SHOT_START:?} after a's; the first \
+         ping crossed the tunnel {first_ping:.1?} after b's start; both clients exited 0 \
+         {clients_done:.1?} after b's start; {}; {}",
+        checks[0], checks[1]
+    );
+    measure(ID, "first_ping_after_late_start", first_ping);
+    measure(ID, "clients_exit_after_late_start", clients_done);
+    Ok(())
+}
+
+/// Scenario 7: a one-shot client waits for a peer whose client starts 20 s later, behind
+/// stateful firewalls; both must exit 0.
+#[test]
+fn late_second_client() {
+    let nat = Site::Behind(NatKind::Firewall);
+    let (world, server) = expect_ok(world_with_server(nat, nat));
+    expect_ok(check_late_second_client(&world, &server));
+}
+
+/// Continuous clients on both peers, connected, and a ping from a to b running through the tunnel.
+struct Running {
+    client_a: Process,
+    client_b: Process,
+    ping: RunningPing,
+}
+
+impl Running {
+    /// Starts continuous clients (`-c`, default delay) on both peers at once, waits until they
+    /// have connected the peers (measured as `first_ping` under `id`), then starts a
+    /// [`RunningPing`] a -> b and waits for its first reply.
+    fn start(id: &str, world: &NatWorld, server: &Server) -> Result<Self> {
+        let (a, b) = (world.a(), world.b());
+        let started = Instant::now();
+        let mut client_a = start_client(a, &["-c"], server)?;
+        let mut client_b = start_client(b, &["-c"], server)?;
+        let (checks, _) = wait_for(
+            "both continuous clients to connect the peers",
+            FIND_BUDGET,
+            || {
+                client_a.ensure_running()?;
+                client_b.ensure_running()
+            },
+            || connected(world),
+        )
+        .with_context(|| explain(world, server, &[client_a.log_tail(), client_b.log_tail()]))?;
+        let found = started.elapsed();
+        let mut ping = a.running_ping(b)?;
+        let ping_started = SystemTime::now();
+        ping.wait_reply_after(ping_started, PING_TIMEOUT, || {
+            client_a.ensure_running()?;
+            client_b.ensure_running()
+        })?;
+        eprintln!(
+            "{id}: continuous clients connected the peers {found:.1?} after starting; {}; {}",
+            checks[0], checks[1]
+        );
+        measure(id, "first_ping", found);
+        Ok(Self {
+            client_a,
+            client_b,
+            ping,
+        })
+    }
+
+    /// Waits up to [`RECOVERY_BUDGET`] for the running ping's first reply after `changed_at`;
+    /// returns how long after it that was. Both clients must keep running.
+    fn recovery(
+        &mut self,
+        changed_at: SystemTime,
+        world: &NatWorld,
+        server: &Server,
+    ) -> Result<Duration> {
+        let Self {
+            client_a,
+            client_b,
+            ping,
+        } = self;
+        let recovered = ping.wait_reply_after(changed_at, RECOVERY_BUDGET, || {
+            client_a.ensure_running()?;
+            client_b.ensure_running()
+        });
+        recovered.with_context(|| {
+            format!(
+                "the tunnel did not answer again after the change\n{}",
+                explain(world, server, &[client_a.log_tail(), client_b.log_tail()])
+            )
+        })
+    }
+
+    /// Waits up to [`FOLLOW_BUDGET`] until `viewer`'s endpoint for `moved` is what `moved`'s NAT
+    /// really uses and `follows` accepts it.
+    fn followed(
+        &mut self,
+        world: &NatWorld,
+        server: &Server,
+        viewer: &Peer,
+        moved: &Peer,
+        follows: impl Fn(SocketAddrV4) -> Result<()>,
+    ) -> Result<EndpointCheck> {
+        let Self {
+            client_a, client_b, ..
+        } = self;
+        let what = format!("{}'s endpoint for {}", viewer.name(), moved.name());
+        let followed = wait_for(
+            &what,
+            FOLLOW_BUDGET,
+            || {
+                client_a.ensure_running()?;
+                client_b.ensure_running()
+            },
+            || {
+                let check = world.check_endpoint(viewer, moved)?;
+                follows(check.endpoint)?;
+                Ok(check)
+            },
+        );
+        let (check, _) = followed
+            .with_context(|| explain(world, server, &[client_a.log_tail(), client_b.log_tail()]))?;
+        Ok(check)
+    }
+}
+
+/// Moves `moved`'s NAT to another public address while the ping runs; measures `metric` (the
+/// first echo reply after the change) and checks `viewer` follows to the new address.
+fn move_public_ip(
+    id: &str,
+    metric: &str,
+    running: &mut Running,
+    (world, server): (&NatWorld, &Server),
+    (viewer, moved): (&Peer, &Peer),
+) -> Result<()> {
+    let nat = moved
+        .host()
+        .nat()
+        .context("the peer that moves is behind a NAT")?;
+    let old = nat.public_ip();
+    let new = nat.change_public_ip()?;
+    // Taken once the move is complete (conntrack flushed), so no reply in flight counts.
+    let changed_at = SystemTime::now();
+    let recovery = running.recovery(changed_at, world, server)?;
+    let check = running.followed(world, server, viewer, moved, |endpoint| {
+        ensure!(
+            *endpoint.ip() == new,
+            "{} still has {} at {endpoint} (its NAT moved {old} -> {new})",
+            viewer.name(),
+            moved.name()
+        );
+        Ok(())
+    })?;
+    eprintln!(
+        "{id}: {}'s NAT moved {old} -> {new}; the running ping {} -> {} was answered again \
+         {recovery:.1?} after the move ({} requests unanswered in all); {check}",
+        moved.name(),
+        world.a().name(),
+        world.b().name(),
+        running.ping.missed()
+    );
+    measure(id, metric, recovery);
+    Ok(())
+}
+
+fn check_address_change(world: &NatWorld, server: &Server) -> Result<()> {
+    const ID: &str = "continuous_address_change";
+    let mut running = Running::start(ID, world, server)?;
+    let (a, b) = (world.a(), world.b());
+    move_public_ip(ID, "recovery", &mut running, (world, server), (b, a))?;
+    move_public_ip(
+        ID,
+        "recovery_peer_moved",
+        &mut running,
+        (world, server),
+        (a, b),
+    )?;
+    running.client_a.ensure_running()?;
+    running.client_b.ensure_running()
+}
+
+/// Scenario 8: continuous clients behind stateful firewalls; a's NAT gets a new public address
+/// (every mapping gone), later b's does too. The tunnel must answer again within
+/// [`RECOVERY_BUDGET`] each time, without restarting anything.
+#[test]
+fn continuous_address_change() {
+    let nat = Site::Behind(NatKind::Firewall);
+    let (world, server) = expect_ok(world_with_server(nat, nat));
+    expect_ok(check_address_change(&world, &server));
+}
+
+fn check_remap_behind_firewall(world: &NatWorld, server: &Server) -> Result<()> {
+    const ID: &str = "continuous_remap_behind_firewall";
+    let mut running = Running::start(ID, world, server)?;
+    let (a, b) = (world.a(), world.b());
+    let nat = a.host().nat().context("a is behind a NAT")?;
+    let old = b.endpoint_of(a)?.context("b has an endpoint for a")?;
+    nat.set_port_range(REMAP_RANGE)?;
+    nat.flush_conntrack()?;
+    let changed_at = SystemTime::now();
+    let recovery = running.recovery(changed_at, world, server)?;
+    let check = running.followed(world, server, b, a, |endpoint| {
+        ensure!(
+            REMAP_RANGE.contains(&endpoint.port()),
+            "b still has a at {endpoint} (before the remap: {old})"
+        );
+        Ok(())
+    })?;
+    eprintln!(
+        "{ID}: a's NAT remapped {old} -> {}; the running ping a -> b was answered again \
+         {recovery:.1?} after the remap ({} requests unanswered in all); {check}",
+        check.endpoint,
+        running.ping.missed()
+    );
+    measure(ID, "recovery", recovery);
+    running.client_a.ensure_running()?;
+    running.client_b.ensure_running()
+}
+
+/// Scenario 9: like scenario 5's remap, but both NATs are stateful firewalls mapping into a port
+/// range: after a's NAT moves to [`REMAP_RANGE`] and forgets every mapping, neither side lets
+/// the other's new packets in until both punch again.
+#[test]
+fn continuous_remap_behind_firewall() {
+    let nat = Site::Behind(NatKind::FirewallRemap);
+    let (world, server) = expect_ok(world_with_server(nat, nat));
+    expect_ok(check_remap_behind_firewall(&world, &server));
+}
+
+fn check_router_moves(internet: &Internet) -> Result<()> {
+    let host = internet.nat_host("a", NatKind::EimRemap)?;
+    let nat = host.nat().context("a is behind a NAT")?;
+    let first = nat.public_ip();
+    let [w, x, y, z] = first.octets();
+    let gateway = Ipv4Addr::new(w, x, y, z - 1);
+    let mut expected = Ipv4Addr::new(w, x, y, z + 1);
+    for _ in 0..2 {
+        let old = nat.public_ip();
+        let new = nat.change_public_ip()?;
+        ensure!(new == expected, "moved {old} -> {new}, expected {expected}");
+        ensure!(nat.public_ip() == new, "public_ip() still says {old}");
+        let rules = nat.ruleset()?;
+        ensure!(
+            rules.contains(&format!("{new}:40000-40999")) && !rules.contains(&old.to_string()),
+            "the ruleset does not name {new} alone: {rules}"
+        );
+        internet
+            .netns()
+            .ping_until(&new.to_string(), PING_TIMEOUT)
+            .with_context(|| format!("the internet router reaching {new}"))?;
+        let stale = internet
+            .netns()
+            .cmd("ping")?
+            .args(["-n", "-c", "1", "-W", "1", &old.to_string()])
+            .run()?;
+        ensure!(!stale.status.success(), "{old} still answers: {stale}");
+        host.netns()
+            .ping_until(&gateway.to_string(), PING_TIMEOUT)
+            .with_context(|| format!("the host behind {new} reaching the internet router"))?;
+        expected = old;
+    }
+    ensure!(
+        nat.public_ip() == first,
+        "two moves must come back to {first}"
+    );
+    Ok(())
+}
+
+/// `NatRouter::change_public_ip`: .8k+2 -> .8k+3 -> .8k+2, reachable from the internet router
+/// each time, the ruleset naming the new address, the host behind it still online.
+#[test]
+fn nat_router_moves_to_another_public_address() {
+    let internet = expect_ok(Internet::new());
+    expect_ok(check_router_moves(&internet));
 }

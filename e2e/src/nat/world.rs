@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use super::{Flow, Host, Internet, Site, HOST_IF, REMAP_RANGE, SERVER_IP, SNAT_RANGE};
 use crate::cmd::Cmd;
 use crate::netns::Netns;
+use crate::ping::RunningPing;
 use crate::wg::{random_listen_port, WgInterface};
 use crate::wgpunch::{client_cmd, Server, SERVER_PORT};
 
@@ -122,6 +123,12 @@ impl Peer {
             .timeout(Duration::from_secs(5))
             .run()?;
         Ok(out.status.success())
+    }
+
+    /// Starts a [`RunningPing`] from this peer to `other`'s tunnel address.
+    pub fn running_ping(&self, other: &Peer) -> Result<RunningPing> {
+        RunningPing::start(&self.host.ns, other.tunnel_ip)
+            .with_context(|| format!("starting a running ping {} -> {}", self.name, other.name))
     }
 
     /// Pings `other` through the tunnel until it answers (see [`Netns::ping_until`]).
