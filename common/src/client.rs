@@ -198,6 +198,11 @@ impl Client {
         }
     }
 
+    /// Our WireGuard public key: who we are to the server.
+    pub fn public_key(&self) -> PublicKey {
+        self.private.public_key()
+    }
+
     /// True while a session with the server is established.
     pub fn is_connected(&self) -> bool {
         self.session.is_some()
@@ -217,9 +222,13 @@ impl Client {
     /// Like [`Client::lookup`], with each peer saying whether we just punched our NAT open towards
     /// the endpoint the server last gave us for it (the server passes that on to the peer).
     pub fn lookup_with(&mut self, peers: impl IntoIterator<Item = (PublicKey, bool)>) {
-        let asked: BTreeSet<PublicKey> = self.outstanding_lookups().map(|(k, _)| k).collect();
+        // A lookup in flight answers for a peer, unless this one confirms a punch it did not.
+        let asked: BTreeMap<PublicKey, bool> = self.outstanding_lookups().collect();
         for (peer, punched) in peers {
-            if !asked.contains(&peer) {
+            if asked
+                .get(&peer)
+                .is_none_or(|&confirmed| punched && !confirmed)
+            {
                 let entry = self.wanted.entry(peer).or_insert(false);
                 *entry |= punched;
             }

@@ -90,6 +90,14 @@ impl Legacy {
 }
 
 impl Discovery {
+    /// Our WireGuard public key.
+    pub fn public_key(&self) -> PublicKey {
+        match self {
+            Discovery::Native(c) => c.public_key(),
+            Discovery::NatpunchGo(l) => l.client.public_key(),
+        }
+    }
+
     /// True while a session with the server is established.
     pub fn is_connected(&self) -> bool {
         match self {

@@ -245,7 +245,9 @@ impl Agent {
         now: Instant,
         wall: SystemTime,
     ) -> Self {
-        let peers = Peers::new(config.peer_policy(), &snapshot.peers, now, wall);
+        let mut policy = config.peer_policy();
+        policy.own_key = Some(discovery.public_key());
+        let peers = Peers::new(policy, &snapshot.peers, now, wall);
         let mut agent = Self {
             config,
             discovery,

@@ -53,6 +53,13 @@ pub struct PeerPolicy {
     pub park_time: Duration,
     /// Continuous mode: traffic that gets no answer for this long makes the path suspect.
     pub suspect_after: Duration,
+    /// Our own WireGuard public key. When both sides may start WireGuard, the side with the
+    /// lower key does; the other yields for [`PeerPolicy::yield_time`] first, so that the two
+    /// WireGuards do not initiate at once (wireguard-go then drops one side's packets until
+    /// its next handshake, 5 s later). `None`: never yield.
+    pub own_key: Option<PublicKey>,
+    /// How long the side with the higher key waits for the peer's WireGuard to reach it.
+    pub yield_time: Duration,
 }
 
 impl PeerPolicy {
@@ -66,6 +73,8 @@ impl PeerPolicy {
             silence_limit: Duration::from_secs(u64::from(keepalive) * 2 + 10),
             park_time: Duration::from_secs(35),
             suspect_after: Duration::from_secs(2),
+            own_key: None,
+            yield_time: Duration::from_secs(1),
         }
     }
 }
@@ -138,6 +147,14 @@ pub enum PeerAction {
 pub enum State {
     /// Waiting for the server to give its endpoint and say it holds ours.
     Wanted,
+    /// The peer holds our endpoint and starts WireGuard towards us; we wait for its handshake
+    /// until `until`, then set `endpoint` ourselves.
+    Yielding {
+        /// The endpoint to set if the peer does not reach us.
+        endpoint: SocketAddr,
+        /// When the wait ends.
+        until: Instant,
+    },
     /// Kept silent until `until`, then wanted again.
     Parked {
         /// When parking ends.
@@ -252,7 +269,7 @@ impl Peers {
                 let confirm = std::mem::take(&mut t.confirm);
                 match t.state {
                     State::Wanted => Some((*k, t.punched.is_some() || confirm)),
-                    State::Verifying { .. } => Some((*k, true)),
+                    State::Verifying { .. } | State::Yielding { .. } => Some((*k, true)),
                     State::Connected if confirm || t.ask => Some((*k, confirm)),
                     _ => None,
                 }
@@ -263,7 +280,11 @@ impl Peers {
     /// True when some peer waits behind the barrier or for a handshake: lookups are due.
     pub fn wants_lookups(&self) -> bool {
         self.peers.values().any(|t| {
-            matches!(t.state, State::Wanted | State::Verifying { .. }) || t.confirm || t.ask
+            matches!(
+                t.state,
+                State::Wanted | State::Verifying { .. } | State::Yielding { .. }
+            ) || t.confirm
+                || t.ask
         })
     }
 
@@ -306,7 +327,7 @@ impl Peers {
     /// any moment, so the interface should be read often.
     pub fn expects_handshake(&self) -> bool {
         self.peers.values().any(|t| match t.state {
-            State::Verifying { .. } => true,
+            State::Verifying { .. } | State::Yielding { .. } => true,
             State::Wanted => t.punched.is_some(),
             _ => false,
         })
@@ -317,7 +338,9 @@ impl Peers {
         self.peers
             .values()
             .filter_map(|t| match t.state {
-                State::Parked { until } | State::Verifying { until, .. } => Some(until),
+                State::Parked { until }
+                | State::Verifying { until, .. }
+                | State::Yielding { until, .. } => Some(until),
                 _ => None,
             })
             .min()
@@ -447,7 +470,7 @@ impl Peers {
             // Traffic from the peer proves the path as well as a handshake: after a move,
             // WireGuard roams within its session and makes no new handshake.
             State::Verifying { .. } if fresh || rx_grew => Some(State::Connected),
-            State::Wanted if fresh => {
+            State::Wanted | State::Yielding { .. } if fresh => {
                 // The peer reached us first: keep the endpoint WireGuard learned, but hold the
                 // NAT mappings open from this side too.
                 if peer.keepalive != Some(policy.keepalive) {
@@ -475,6 +498,24 @@ impl Peers {
                         since: now,
                     })
                 }
+            }
+            State::Yielding { endpoint, until } if now >= until => {
+                // The peer did not reach us: start WireGuard from this side too.
+                self.actions.push(PeerAction::SetEndpoint {
+                    peer: peer.key,
+                    endpoint,
+                });
+                let (wait, moved) = if tracked.moving {
+                    (policy.recovery_wait, true)
+                } else {
+                    (policy.handshake_timeout, false)
+                };
+                Some(State::Verifying {
+                    endpoint,
+                    since: now,
+                    until: now + wait,
+                    moved,
+                })
             }
             State::Parked { until } if now >= until => Some(State::Wanted),
             State::Connected if policy.continuous => {
@@ -549,7 +590,7 @@ impl Peers {
         let told = tracked.told.replace(endpoint);
         let moved = told.is_some_and(|t| t != endpoint) && current.endpoint != Some(endpoint);
         match tracked.state {
-            State::Wanted => {}
+            State::Wanted | State::Yielding { .. } => {}
             // Continuous mode follows a peer that moved: its NAT remapped, or its address changed.
             State::Connected | State::Verifying { .. } if policy.continuous && moved => {
                 let first = tracked.punched != Some(endpoint);
@@ -593,7 +634,15 @@ impl Peers {
             first,
         });
         tracked.punched = Some(endpoint);
-        if peer_has_yours {
+        let yields = policy.own_key.is_some_and(|own| own > peer);
+        if peer_has_yours && yields {
+            if !matches!(tracked.state, State::Yielding { endpoint: e, .. } if e == endpoint) {
+                tracked.state = State::Yielding {
+                    endpoint,
+                    until: now + policy.yield_time,
+                };
+            }
+        } else if peer_has_yours {
             self.actions
                 .push(PeerAction::SetEndpoint { peer, endpoint });
             let (wait, moved) = if tracked.moving {

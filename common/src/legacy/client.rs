@@ -199,6 +199,11 @@ impl LegacyClient {
         }
     }
 
+    /// Our WireGuard public key: who we are to the server.
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
     /// True while a session with the server is established.
     pub fn is_connected(&self) -> bool {
         self.session.is_some()
