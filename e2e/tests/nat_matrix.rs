@@ -49,6 +49,9 @@ const FIND_BUDGET: Duration = Duration::from_secs(60);
 /// Continuous mode: budget for both sides to follow a's NAT to its new mapping.
 const REMAP_BUDGET: Duration = Duration::from_secs(240);
 
+/// Continuous mode: how long the tunnel carries the running ping between two moves.
+const STEADY_BETWEEN_MOVES: Duration = Duration::from_secs(5);
+
 /// Interval between two checks of the network while waiting.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -644,6 +647,9 @@ fn check_address_change(world: &NatWorld, server: &Server) -> Result<()> {
     let mut running = Running::start(ID, world, server)?;
     let (a, b) = (world.a(), world.b());
     move_public_ip(ID, "recovery", &mut running, (world, server), (b, a))?;
+    // Traffic flows steadily again before the next move, as between two real ones: b notices
+    // the second move by a steady flow from a that stops.
+    thread::sleep(STEADY_BETWEEN_MOVES);
     move_public_ip(
         ID,
         "recovery_peer_moved",

@@ -44,8 +44,9 @@ const NATPUNCH_GO_GRACE_SLACK: Duration = Duration::from_secs(1);
 /// In continuous mode, how long without a server before a warning is logged.
 const SILENCE_WARNING: Duration = Duration::from_secs(30);
 
-/// Shortest time between two registrations made because a path looked broken.
-const SUSPECT_REFRESH_GAP: Duration = Duration::from_secs(5);
+/// Shortest time between two registrations made because a path looked broken; a suspicion
+/// within it waits for its end rather than being lost.
+const SUSPECT_REFRESH_GAP: Duration = Duration::from_secs(2);
 
 /// Most refused `(peer, endpoint)` pairs remembered, so each is warned about once.
 const MAX_REFUSED: usize = 1024;
@@ -230,6 +231,8 @@ pub struct Agent {
     warned_silence: bool,
     refused: HashSet<(PublicKey, SocketAddr)>,
     last_suspect_refresh: Option<Instant>,
+    /// A path looked broken within [`SUSPECT_REFRESH_GAP`] of the last such registration.
+    suspect_pending: bool,
     actions: VecDeque<Action>,
     exited: bool,
 }
@@ -264,6 +267,7 @@ impl Agent {
             warned_silence: false,
             refused: HashSet::new(),
             last_suspect_refresh: None,
+            suspect_pending: false,
             actions: VecDeque::new(),
             exited: false,
         };
@@ -329,8 +333,9 @@ impl Agent {
                 .on_resolved(peer, endpoint, peer_has_yours, &current, now, wall);
         }
         if self.peers.take_suspect() {
-            self.on_suspect(now);
+            self.suspect_pending = true;
         }
+        self.on_suspect(now);
         self.take_peer_actions(now);
         self.next_read = now + self.read_interval();
         self.check_done(now);
@@ -351,6 +356,7 @@ impl Agent {
         if self.exited {
             return;
         }
+        self.on_suspect(now);
         if now >= self.next_lookup {
             self.next_lookup = now + self.config.lookup_interval();
             let wanted = self.peers.take_wanted();
@@ -405,6 +411,9 @@ impl Agent {
             self.peers.next_deadline(),
             deadline,
             warning,
+            self.suspect_pending
+                .then(|| self.suspect_refresh_at())
+                .flatten(),
         ]
         .into_iter()
         .flatten()
@@ -483,18 +492,22 @@ impl Agent {
         self.check_done(now);
     }
 
-    /// Some connected path looks broken: register again (at most every few seconds), so that
-    /// the server observes our current mapping and, if it moved, tells the peers.
+    /// Some connected path looked broken: register again (at most every
+    /// [`SUSPECT_REFRESH_GAP`]), so that the server observes our current mapping and, if it
+    /// moved, tells the peers.
     fn on_suspect(&mut self, now: Instant) {
-        if self
-            .last_suspect_refresh
-            .is_some_and(|at| now.saturating_duration_since(at) < SUSPECT_REFRESH_GAP)
-        {
+        if !self.suspect_pending || self.suspect_refresh_at().is_some_and(|at| now < at) {
             return;
         }
+        self.suspect_pending = false;
         self.last_suspect_refresh = Some(now);
         self.discovery.refresh();
         self.notice(Notice::PathSuspect);
+    }
+
+    /// When a pending suspicion may register again.
+    fn suspect_refresh_at(&self) -> Option<Instant> {
+        self.last_suspect_refresh.map(|at| at + SUSPECT_REFRESH_GAP)
     }
 
     /// The punch TTL: passes our own NAT (if any) and expires before the peer's.
