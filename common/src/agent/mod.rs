@@ -222,6 +222,9 @@ pub struct Agent {
     observed: Option<SocketAddr>,
     started: Instant,
     next_lookup: Instant,
+    /// Lookups in a row that the server answered with nothing but "unknown": the server pushes a
+    /// peer's registration, so the fallback lookups back off (up to 10 s).
+    unknown_streak: u32,
     next_read: Instant,
     /// A [`Action::ReadInterface`] is out and not answered yet.
     reading: bool,
@@ -260,6 +263,7 @@ impl Agent {
             observed: None,
             started: now,
             next_lookup: now,
+            unknown_streak: 0,
             next_read: now + READ_EVERY,
             reading: false,
             answers: Vec::new(),
@@ -358,7 +362,7 @@ impl Agent {
         }
         self.on_suspect(now);
         if now >= self.next_lookup {
-            self.next_lookup = now + self.config.lookup_interval();
+            self.next_lookup = now + self.lookup_interval();
             let wanted = self.peers.take_wanted();
             if !wanted.is_empty() {
                 self.discovery.lookup_with(wanted);
@@ -420,6 +424,19 @@ impl Agent {
         .min()
     }
 
+    /// The fallback interval between lookups: `--delay`, doubled for every lookup in a row that
+    /// found nobody (the server pushes a registration the moment it happens), at most 10 s.
+    /// natpunch-go's server pushes nothing, and its timed barrier counts on the peer looking us
+    /// up every `--delay`: no backoff there.
+    fn lookup_interval(&self) -> Duration {
+        let base = self.config.lookup_interval();
+        if !self.discovery.has_barrier() {
+            return base;
+        }
+        base.saturating_mul(1 << self.unknown_streak.min(3))
+            .min(MAX_LOOKUP_INTERVAL.max(base))
+    }
+
     fn read_interval(&self) -> Duration {
         if self.peers.expects_handshake() {
             READ_CLOSELY
@@ -442,6 +459,7 @@ impl Agent {
     /// Drains the protocol's events: registrations, answers and pushes.
     fn take_events(&mut self, now: Instant, wall: SystemTime) {
         let mut heard = false;
+        let (mut unknown, mut known) = (false, false);
         while let Some(event) = self.discovery.poll_event(now) {
             heard = true;
             match event {
@@ -473,11 +491,20 @@ impl Agent {
                         age,
                         peer_has_yours,
                     });
+                    known = true;
                     self.answers.retain(|(p, _, _)| *p != peer);
                     self.answers.push((peer, endpoint, peer_has_yours));
                 }
-                Event::Unknown { peer } => self.notice(Notice::Unknown { peer }),
+                Event::Unknown { peer } => {
+                    unknown = true;
+                    self.notice(Notice::Unknown { peer });
+                }
             }
+        }
+        if known {
+            self.unknown_streak = 0;
+        } else if unknown {
+            self.unknown_streak = self.unknown_streak.saturating_add(1);
         }
         if heard || (self.discovery.is_connected() && !self.discovery.is_waiting()) {
             self.last_contact = Some(now);
