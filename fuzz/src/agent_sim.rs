@@ -4,7 +4,7 @@
 //!
 //! The agent's key is [`world::client_key`]; its interface lists the two puppets as peers, and
 //! puppet 0 runs a real [`Client`] that lists the agent, so registrations, lookups, answers and
-//! pushes all happen for real. The model interface applies the agent's actions as the real
+//! pushes all happen for real (the server's pushes to the agent are queued with its replies). The model interface applies the agent's actions as the real
 //! binary does, and answers every [`Action::ReadInterface`] at once.
 //!
 //! Checked on every step: nothing panics; every datagram the agent sends parses as one a client
@@ -34,6 +34,8 @@ const MAX_SENDS_PER_STEP: usize = 16;
 const HISTORY: usize = 32;
 /// Longest raw datagram.
 const MAX_RAW_LEN: usize = 1300;
+/// The agent's sources are [`world::source`] of `0..PEER_PORTS`, the peer's those above.
+const PEER_PORTS: u8 = 128;
 
 /// One step of an agent script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,10 +294,21 @@ impl AgentSim {
             } else {
                 datagram
             };
-            let from = world::source(port);
+            let from = world::source(port % PEER_PORTS);
             let (now, wall) = (self.clock.now, self.clock.wall);
             if let Some(reply) = self.server.handle(now, wall, from, &datagram) {
                 self.to_agent.push_back(reply);
+            }
+            self.take_pushes();
+        }
+    }
+
+    /// The server's pushes: those for the agent's current source are queued for it, those for
+    /// the peer are its business.
+    fn take_pushes(&mut self) {
+        while let Some(push) = self.server.poll_transmit() {
+            if push.destination.port() < world::source(PEER_PORTS).port() {
+                self.to_agent.push_back(push.datagram);
             }
         }
     }
@@ -313,7 +326,7 @@ impl AgentSim {
     fn peer_exchange(&mut self, port: u8) {
         let (now, wall) = (self.clock.now, self.clock.wall);
         self.peer.lookup_with([(world::client_public(), true)]);
-        let from = world::source(port.wrapping_add(128));
+        let from = world::source(PEER_PORTS + port % PEER_PORTS);
         for _ in 0..MAX_SENDS_PER_STEP {
             let Some(datagram) = self.peer.poll_transmit(now, wall) else {
                 break;
@@ -321,6 +334,7 @@ impl AgentSim {
             if let Some(reply) = self.server.handle(now, wall, from, &datagram) {
                 self.peer.handle_datagram(now, &reply);
             }
+            self.take_pushes();
         }
         while self.peer.poll_event().is_some() {}
     }
