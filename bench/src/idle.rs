@@ -7,11 +7,11 @@
 //! client by receiver index: each client's initiation names its sender index, and the server's
 //! responses, cookie replies and transport messages carry it back.
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::cell::Cell;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
@@ -84,12 +84,15 @@ pub async fn run(config: &IdleConfig, on_idle: impl FnOnce()) -> Result<IdleOutc
     for slot in 0..sockets {
         let config = config.clone();
         let progress = Rc::clone(&progress);
-        tasks.push(local.spawn_local(async move { run_socket(&config, slot, sockets, &progress).await }));
+        tasks.push(
+            local.spawn_local(async move { run_socket(&config, slot, sockets, &progress).await }),
+        );
     }
     let outcome = local
         .run_until(async {
             let start = Instant::now();
-            while progress.registered.get() < config.clients && start.elapsed() < config.ramp_limit {
+            while progress.registered.get() < config.clients && start.elapsed() < config.ramp_limit
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let ramp = start.elapsed();
@@ -153,8 +156,9 @@ async fn run_socket(
         })
         .collect();
     let mut route: HashMap<u32, usize> = HashMap::new();
-    let mut due: BinaryHeap<Reverse<(Instant, usize)>> =
-        (0..clients.len()).map(|c| Reverse((Instant::now(), c))).collect();
+    let mut due: BinaryHeap<Reverse<(Instant, usize)>> = (0..clients.len())
+        .map(|c| Reverse((Instant::now(), c)))
+        .collect();
     let mut outcome = IdleOutcome::default();
     let mut buf = vec![0u8; TRANSPORT_MAX_LEN + 1];
     while !progress.done.get() {
@@ -185,13 +189,18 @@ async fn run_socket(
             // Old indexes of finished handshakes pile up: keep the latest of each client.
             let mut latest: HashMap<usize, u32> = HashMap::new();
             for (index, c) in &route {
-                latest.entry(*c).and_modify(|i| *i = (*i).max(*index)).or_insert(*index);
+                latest
+                    .entry(*c)
+                    .and_modify(|i| *i = (*i).max(*index))
+                    .or_insert(*index);
             }
             route.retain(|index, c| latest.get(c) == Some(index));
         }
         let nap = due
             .peek()
-            .map_or(MAX_NAP, |Reverse((at, _))| at.saturating_duration_since(Instant::now()))
+            .map_or(MAX_NAP, |Reverse((at, _))| {
+                at.saturating_duration_since(Instant::now())
+            })
             .min(MAX_NAP);
         let received = tokio::time::timeout(nap, socket.recv(&mut buf)).await;
         let Ok(Ok(len)) = received else {

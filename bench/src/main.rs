@@ -3,6 +3,7 @@
 
 mod flood;
 mod identity;
+mod idle;
 mod load;
 mod stats;
 
@@ -16,6 +17,7 @@ use wgpunch_common::keys::PublicKey;
 
 use crate::flood::{FloodConfig, FloodKind, FloodOutcome, Resolution};
 use crate::identity::MAX_SOCKETS;
+use crate::idle::IdleConfig;
 use crate::load::LoadConfig;
 use crate::stats::{cpu_now, per_second, print_cpu, print_latency, print_server_memory};
 
@@ -27,6 +29,10 @@ use crate::stats::{cpu_now, per_second, print_cpu, print_latency, print_server_m
 /// answer the partner's; anything else counts as an error. S sockets are in use at once (S/2 pairs
 /// in flight); each pair gets fresh sockets. Start the server with a long --registration-ttl, as
 /// finished pairs stay registered.
+///
+/// Idle mode (--idle SECS): N clients in pairs on S shared sockets register, then stay idle for
+/// SECS (a registration refresh every 20 s, a new handshake every 120 s, as idle clients do);
+/// reports the server's CPU time over the idle window per client, and the pushes the clients got.
 ///
 /// Flood mode (--flood-handshakes or --flood-garbage): one socket floods the server while a
 /// legitimate client connects, registers and resolves its partner; reports how long that took, with
@@ -79,6 +85,16 @@ struct Cli {
     #[arg(long, value_name = "RATE")]
     flood_garbage: Option<u64>,
 
+    /// Idle mode: once every client is registered, stay idle this many seconds and measure the
+    /// server's CPU time meanwhile (S defaults to 64 sockets shared by the clients).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    idle: Option<u64>,
+
+    /// Idle mode: the clients do not ask the server to push their peers' changes (protocol
+    /// v2's watch flag off), to compare.
+    #[arg(long, requires = "idle")]
+    no_watch: bool,
+
     /// How long a flood lasts (at least 2 s).
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=600))]
     duration: u64,
@@ -113,6 +129,9 @@ fn run(cli: &Cli) -> Result<bool> {
         (None, Some(rate)) => Some((FloodKind::Garbage, rate)),
         (None, None) => None,
     };
+    if let Some(idle) = cli.idle {
+        return run_idle(cli, &runtime, Duration::from_secs(idle));
+    }
     match flood {
         Some((kind, rate)) => {
             let config = FloodConfig {
@@ -199,6 +218,66 @@ fn run_load(cli: &Cli, runtime: &tokio::runtime::Runtime) -> Result<bool> {
         && outcome.skipped_pairs == 0
         && outcome.verified_answers == expected
         && outcome.registrations == cli.clients)
+}
+
+fn run_idle(cli: &Cli, runtime: &tokio::runtime::Runtime, idle: Duration) -> Result<bool> {
+    if cli.clients < 2 || cli.clients & 1 == 1 {
+        bail!("--clients must be even and at least 2");
+    }
+    let sockets = cli.sockets.unwrap_or(64);
+    if sockets == 0 || sockets > MAX_SOCKETS {
+        bail!("--sockets must be from 1 to {MAX_SOCKETS}");
+    }
+    let config = IdleConfig {
+        server: cli.server,
+        server_key: cli.server_key,
+        clients: cli.clients,
+        sockets,
+        watch: !cli.no_watch,
+        ramp_limit: Duration::from_secs(cli.duration_limit),
+        idle,
+    };
+    let mut cpu_before = (None, None);
+    let mut idle_start = Instant::now();
+    let outcome = runtime.block_on(idle::run(&config, || {
+        cpu_before = cpu_now(cli.server_pid);
+        idle_start = Instant::now();
+    }))?;
+    let elapsed = idle_start.elapsed();
+    let (server_after, _) = cpu_now(cli.server_pid);
+    println!(
+        "idle                   {} clients on {} sockets, watch {}, registered {} in {:.1} s, idle {:.1} s",
+        cli.clients,
+        sockets,
+        if config.watch { "on" } else { "off" },
+        outcome.registered,
+        outcome.ramp.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "idle traffic           {} sent, {} received ({:.0}/s), {} refreshes, {} rekeys, {} answers or pushes",
+        outcome.sent,
+        outcome.received,
+        per_second(outcome.received, elapsed),
+        outcome.refreshes,
+        outcome.rekeys,
+        outcome.resolved
+    );
+    match (server_after, cpu_before.0) {
+        (Some(after), Some(before)) => {
+            let cpu = after - before;
+            let per_client_second =
+                cpu / (outcome.registered.max(1) as f64 * elapsed.as_secs_f64().max(1e-9));
+            println!(
+                "idle server cpu        {cpu:.2} s ({:.1}% of a core): {:.2} µs per idle client per second",
+                cpu / elapsed.as_secs_f64().max(1e-9) * 100.0,
+                per_client_second * 1e6
+            );
+        }
+        _ => println!("idle server cpu        unknown (pass --server-pid)"),
+    }
+    print_server_memory(cli.server_pid);
+    Ok(outcome.registered == cli.clients)
 }
 
 fn print_flood(config: &FloodConfig, outcome: &FloodOutcome, server_pid: Option<u32>) {
