@@ -294,8 +294,12 @@ impl Client {
             .min()
     }
 
-    /// When the registration is next refreshed.
+    /// When the registration is next refreshed; never while one is in flight (its due time would
+    /// have passed, and the caller would be woken again and again until the ack came).
     fn refresh_due(&self) -> Option<Instant> {
+        if self.registration.in_progress {
+            return None;
+        }
         self.registration.done.map(|(at, ttl)| {
             if self.registration.requested {
                 at

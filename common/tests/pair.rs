@@ -812,3 +812,25 @@ fn a_peer_that_does_not_list_us_never_causes_a_push() {
     assert_eq!(net.server.stats().pushes, 0);
     assert!(resolutions(&net, 0, 2).is_empty());
 }
+
+#[test]
+fn a_refresh_in_flight_does_not_keep_the_client_awake() {
+    let mut net = Net::new(key(100), Faults::default());
+    let a = net.add(1, "203.0.113.1:40001", &[]);
+    net.run(Duration::from_secs(1));
+    assert!(net.nodes[a].client.is_registered());
+    // Past the refresh time, the refresh goes out and gets lost.
+    net.nodes[a].paused = true;
+    net.now += Duration::from_secs(25);
+    let now = net.now;
+    let sent = std::iter::from_fn(|| net.nodes[a].client.poll_transmit(now, net.wall)).count();
+    assert!(sent >= 1, "the refresh went out");
+    let next = net.nodes[a]
+        .client
+        .poll_timeout()
+        .expect("a retransmission is due later");
+    assert!(
+        next > now,
+        "poll_timeout must lie ahead while the refresh is in flight, not at the passed refresh time"
+    );
+}
