@@ -182,7 +182,9 @@ async fn run_socket(
                 }
             }
             if let Some(next) = client.poll_timeout() {
-                due.push(Reverse((next, c)));
+                // A due time already past would be popped again at once, with no time for an
+                // answer to arrive: look again a little later.
+                due.push(Reverse((next.max(now + Duration::from_millis(1)), c)));
             }
         }
         if route.len() > 4 * clients.len() {
