@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context as _, Result};
 use tracing::{debug, info, warn};
 use wgpunch_common::agent::discovery::{Discovery, Legacy};
 use wgpunch_common::agent::{Action, Agent, AgentConfig, Notice, Outcome};
-use wgpunch_common::client::{Client, ClientConfig};
+use wgpunch_common::client::{Client, ClientConfig, Event};
 use wgpunch_common::keys::PublicKey;
 use wgpunch_common::legacy::client::{LegacyClient, LegacyConfig};
 use wgpunch_common::wire::packet::TRANSPORT_MAX_LEN;
@@ -205,7 +205,7 @@ impl Driver<'_> {
 
     fn log(&self, notice: Notice) {
         match notice {
-            Notice::ConnectedToServer => debug!("handshake with the server complete"),
+            Notice::Heard(Event::Connected) => debug!("handshake with the server complete"),
             Notice::Registered {
                 observed,
                 ttl,
@@ -220,17 +220,18 @@ impl Driver<'_> {
             } => {
                 info!(observed = %observed, previous = %previous, "our public address changed from {previous} to {observed}; telling the peers")
             }
-            Notice::Answer {
+            Notice::Heard(Event::Resolved {
                 peer,
                 endpoint,
                 age,
                 peer_has_yours,
-            } => {
+            }) => {
                 debug!(peer = %peer, endpoint = %endpoint, seen_secs_ago = age.as_secs(), peer_has_yours, "server answered")
             }
-            Notice::Unknown { peer } => {
+            Notice::Heard(Event::Unknown { peer }) => {
                 debug!(peer = %peer, "server cannot tell where this peer is yet")
             }
+            Notice::Heard(Event::Registered { .. }) => {}
             Notice::EndpointRefused {
                 peer,
                 endpoint,

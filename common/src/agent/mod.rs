@@ -137,8 +137,9 @@ pub enum Action {
 /// Something worth telling the user; the IO layer logs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// A handshake with the server completed.
-    ConnectedToServer,
+    /// What the protocol reported: a handshake with the server, an answer or push about a peer,
+    /// a peer the server cannot tell about (registrations come as [`Notice::Registered`]).
+    Heard(Event),
     /// The server holds our registration and sees our WireGuard port at `observed`.
     Registered {
         /// Our public address as the server sees it.
@@ -147,22 +148,6 @@ pub enum Notice {
         ttl: Duration,
         /// The address it saw before, when this is a change.
         previous: Option<SocketAddr>,
-    },
-    /// The server said where a peer is (an answer or a push).
-    Answer {
-        /// The peer.
-        peer: PublicKey,
-        /// Its endpoint.
-        endpoint: SocketAddr,
-        /// Seconds since the server heard from it.
-        age: Duration,
-        /// The peer holds our current endpoint.
-        peer_has_yours: bool,
-    },
-    /// The server cannot tell where a peer is (yet).
-    Unknown {
-        /// The peer.
-        peer: PublicKey,
     },
     /// An endpoint from the server was refused (told once per peer and endpoint).
     EndpointRefused {
@@ -463,7 +448,7 @@ impl Agent {
         while let Some(event) = self.discovery.poll_event(now) {
             heard = true;
             match event {
-                Event::Connected => self.notice(Notice::ConnectedToServer),
+                Event::Connected => self.notice(Notice::Heard(event)),
                 Event::Registered { observed, ttl } => {
                     let previous = self.observed.replace(observed);
                     if previous != Some(observed) {
@@ -482,22 +467,17 @@ impl Agent {
                 Event::Resolved {
                     peer,
                     endpoint,
-                    age,
                     peer_has_yours,
+                    ..
                 } => {
-                    self.notice(Notice::Answer {
-                        peer,
-                        endpoint,
-                        age,
-                        peer_has_yours,
-                    });
+                    self.notice(Notice::Heard(event));
                     known = true;
                     self.answers.retain(|(p, _, _)| *p != peer);
                     self.answers.push((peer, endpoint, peer_has_yours));
                 }
-                Event::Unknown { peer } => {
+                Event::Unknown { .. } => {
                     unknown = true;
-                    self.notice(Notice::Unknown { peer });
+                    self.notice(Notice::Heard(event));
                 }
             }
         }

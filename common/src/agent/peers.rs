@@ -680,6 +680,16 @@ mod tests {
         }
     }
 
+    /// A machine whose one peer A has no endpoint and no handshake yet.
+    fn waiting(continuous: bool, now: Instant) -> Peers {
+        Peers::new(
+            policy(continuous),
+            &[peer(None, None, 0)],
+            now,
+            SystemTime::now(),
+        )
+    }
+
     fn endpoint() -> SocketAddr {
         "198.51.100.10:51820".parse().unwrap()
     }
@@ -700,12 +710,7 @@ mod tests {
     #[test]
     fn punches_first_and_sets_the_endpoint_only_once_the_peer_holds_ours() {
         let now = Instant::now();
-        let mut peers = Peers::new(
-            policy(false),
-            &[peer(None, None, 0)],
-            now,
-            SystemTime::now(),
-        );
+        let mut peers = waiting(false, now);
         assert_eq!(peers.take_wanted(), vec![(A, false)]);
         answer(&mut peers, false, &peer(None, None, 0), now);
         assert_eq!(
@@ -760,12 +765,7 @@ mod tests {
     #[test]
     fn no_handshake_within_the_wait_is_reported_not_resolved() {
         let now = Instant::now();
-        let mut peers = Peers::new(
-            policy(false),
-            &[peer(None, None, 0)],
-            now,
-            SystemTime::now(),
-        );
+        let mut peers = waiting(false, now);
         answer(&mut peers, true, &peer(None, None, 0), now);
         peers.observe(
             &[peer(Some("198.51.100.10:51820"), None, 0)],
@@ -786,12 +786,7 @@ mod tests {
     #[test]
     fn a_peer_that_reached_us_first_keeps_its_endpoint_and_gets_the_keepalive() {
         let now = Instant::now();
-        let mut peers = Peers::new(
-            policy(false),
-            &[peer(None, None, 0)],
-            now,
-            SystemTime::now(),
-        );
+        let mut peers = waiting(false, now);
         answer(
             &mut peers,
             true,
@@ -808,12 +803,7 @@ mod tests {
     #[test]
     fn a_waiting_peer_that_connects_by_itself_gets_the_keepalive() {
         let now = Instant::now();
-        let mut peers = Peers::new(
-            policy(false),
-            &[peer(None, None, 0)],
-            now,
-            SystemTime::now(),
-        );
+        let mut peers = waiting(false, now);
         answer(&mut peers, false, &peer(None, None, 0), now);
         assert_eq!(
             actions(&mut peers),
@@ -990,19 +980,20 @@ mod tests {
         }
     }
 
+    /// The interface shows A as `view` at `now`.
+    fn see(peers: &mut Peers, view: PeerSnapshot, now: Instant) {
+        peers.observe(&[view], now, SystemTime::now());
+    }
+
     fn moved() -> SocketAddr {
         "198.51.100.10:41000".parse().unwrap()
     }
 
     /// A continuous machine with A connected at `endpoint()`, which the server told us.
     fn connected_continuous(now: Instant) -> Peers {
-        let mut peers = Peers::new(policy(true), &[peer(None, None, 0)], now, SystemTime::now());
+        let mut peers = waiting(true, now);
         answer(&mut peers, true, &peer(None, None, 0), now);
-        peers.observe(
-            &[at("198.51.100.10:51820", 100, 100)],
-            now,
-            SystemTime::now(),
-        );
+        see(&mut peers, at("198.51.100.10:51820", 100, 100), now);
         assert_eq!(peers.state(&A), Some(State::Connected));
         actions(&mut peers);
         peers
@@ -1046,29 +1037,16 @@ mod tests {
         ));
         // WireGuard roams within its session: traffic, not a handshake, proves the new path.
         let later = now + Duration::from_millis(300);
-        peers.observe(
-            &[at("198.51.100.10:41000", 200, 200)],
-            later,
-            SystemTime::now(),
-        );
+        see(&mut peers, at("198.51.100.10:41000", 200, 200), later);
         assert_eq!(peers.state(&A), Some(State::Connected));
     }
 
     #[test]
     fn one_shot_mode_ignores_a_move_of_a_connected_peer() {
         let now = Instant::now();
-        let mut peers = Peers::new(
-            policy(false),
-            &[peer(None, None, 0)],
-            now,
-            SystemTime::now(),
-        );
+        let mut peers = waiting(false, now);
         answer(&mut peers, true, &peer(None, None, 0), now);
-        peers.observe(
-            &[at("198.51.100.10:51820", 100, 100)],
-            now,
-            SystemTime::now(),
-        );
+        see(&mut peers, at("198.51.100.10:51820", 100, 100), now);
         actions(&mut peers);
         let current = at("198.51.100.10:51820", 100, 100);
         peers.on_resolved(A, moved(), true, &current, now, SystemTime::now());
@@ -1096,11 +1074,7 @@ mod tests {
         ));
         // Traffic comes back: connected again, nothing parked.
         let later = now + Duration::from_secs(1);
-        peers.observe(
-            &[at("198.51.100.10:51820", 300, 300)],
-            later,
-            SystemTime::now(),
-        );
+        see(&mut peers, at("198.51.100.10:51820", 300, 300), later);
         assert_eq!(peers.state(&A), Some(State::Connected));
         assert!(actions(&mut peers).is_empty());
     }
@@ -1112,11 +1086,7 @@ mod tests {
         let wait = peers.policy().recovery_wait;
         peers.our_address_changed(now, SystemTime::now());
         actions(&mut peers);
-        peers.observe(
-            &[at("198.51.100.10:51820", 100, 900)],
-            now + wait,
-            SystemTime::now(),
-        );
+        see(&mut peers, at("198.51.100.10:51820", 100, 900), now + wait);
         assert_eq!(
             actions(&mut peers),
             vec![PeerAction::Park {
@@ -1134,17 +1104,17 @@ mod tests {
         let mut tx = 100;
         for i in 1..=4 {
             tx += 100;
-            peers.observe(
-                &[at("198.51.100.10:51820", 100, tx)],
+            see(
+                &mut peers,
+                at("198.51.100.10:51820", 100, tx),
                 now + Duration::from_secs(i),
-                SystemTime::now(),
             );
         }
         assert!(peers.take_suspect(), "sending for 4 s with nothing back");
-        peers.observe(
-            &[at("198.51.100.10:51820", 100, tx + 100)],
+        see(
+            &mut peers,
+            at("198.51.100.10:51820", 100, tx + 100),
             now + Duration::from_secs(5),
-            SystemTime::now(),
         );
         assert!(!peers.take_suspect(), "once per silence");
     }
@@ -1155,15 +1125,15 @@ mod tests {
         let mut peers = connected_continuous(now);
         // Keepalives both ways every 25 s: never suspect.
         for i in 1..=8u64 {
-            peers.observe(
-                &[at("198.51.100.10:51820", 100 + 32 * i, 100 + 32 * i)],
+            see(
+                &mut peers,
+                at("198.51.100.10:51820", 100 + 32 * i, 100 + 32 * i),
                 now + Duration::from_secs(25 * i),
-                SystemTime::now(),
             );
-            peers.observe(
-                &[at("198.51.100.10:51820", 100 + 32 * i, 100 + 32 * i)],
+            see(
+                &mut peers,
+                at("198.51.100.10:51820", 100 + 32 * i, 100 + 32 * i),
                 now + Duration::from_secs(25 * i + 3),
-                SystemTime::now(),
             );
             assert!(!peers.take_suspect(), "keepalive {i}");
         }
@@ -1172,23 +1142,23 @@ mod tests {
         for s in 0..3u64 {
             rx += 84;
             step = s;
-            peers.observe(
-                &[at("198.51.100.10:51820", rx, 5000)],
+            see(
+                &mut peers,
+                at("198.51.100.10:51820", rx, 5000),
                 t + Duration::from_secs(s),
-                SystemTime::now(),
             );
         }
         assert!(!peers.take_suspect());
-        peers.observe(
-            &[at("198.51.100.10:51820", rx, 5000)],
+        see(
+            &mut peers,
+            at("198.51.100.10:51820", rx, 5000),
             t + Duration::from_secs(step + 1),
-            SystemTime::now(),
         );
         assert!(!peers.take_suspect(), "one quiet second is not yet suspect");
-        peers.observe(
-            &[at("198.51.100.10:51820", rx, 5000)],
+        see(
+            &mut peers,
+            at("198.51.100.10:51820", rx, 5000),
             t + Duration::from_secs(step + 2),
-            SystemTime::now(),
         );
         assert!(peers.take_suspect(), "a steady flow stopped for 2 s");
     }
