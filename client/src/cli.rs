@@ -66,13 +66,15 @@ pub struct Cli {
     #[arg(value_name = "SERVER_PUBKEY", value_parser = server_key)]
     pub server_key: String,
 
-    /// Keep running: refresh the registration and re-resolve peers whose handshake goes stale.
+    /// Keep running: refresh the registration, pick up new peers, and follow a path that breaks
+    /// (a NAT that remaps, a new public address) within seconds.
     /// Default: one-shot (resolve every peer once, then exit). WGPUNCH_CONTINUOUS takes true or
     /// false.
     #[arg(short, long, env = "WGPUNCH_CONTINUOUS")]
     pub continuous: bool,
 
-    /// Seconds between lookups of peers that are not resolved yet.
+    /// Fallback seconds between lookups of peers that are not resolved yet (the server pushes
+    /// what they wait for at once; lookups of peers it does not know back off to 10 s).
     #[arg(short, long, value_name = "SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600), env = "WGPUNCH_DELAY")]
     pub delay: u64,
 
