@@ -156,19 +156,13 @@ async fn run_socket(
         })
         .collect();
     let mut route: HashMap<u32, usize> = HashMap::new();
-    let mut due: BinaryHeap<Reverse<(Instant, usize)>> = (0..clients.len())
-        .map(|c| Reverse((Instant::now(), c)))
-        .collect();
+    let mut timers = Timers::new(clients.len(), Instant::now());
     let mut outcome = IdleOutcome::default();
     let mut buf = vec![0u8; TRANSPORT_MAX_LEN + 1];
     while !progress.done.get() {
         let now = Instant::now();
         let counting = progress.idle.get();
-        while let Some(Reverse((at, c))) = due.peek().copied() {
-            if at > now {
-                break;
-            }
-            due.pop();
+        while let Some(c) = timers.pop_due(now) {
             let Some((client, _)) = clients.get_mut(c) else {
                 continue;
             };
@@ -184,7 +178,7 @@ async fn run_socket(
             if let Some(next) = client.poll_timeout() {
                 // A due time already past would be popped again at once, with no time for an
                 // answer to arrive: look again a little later.
-                due.push(Reverse((next.max(now + Duration::from_millis(1)), c)));
+                timers.schedule(c, next.max(now + Duration::from_millis(1)));
             }
         }
         if route.len() > 4 * clients.len() {
@@ -198,50 +192,123 @@ async fn run_socket(
             }
             route.retain(|index, c| latest.get(c) == Some(index));
         }
-        let nap = due
-            .peek()
-            .map_or(MAX_NAP, |Reverse((at, _))| {
-                at.saturating_duration_since(Instant::now())
-            })
+        let nap = timers
+            .next()
+            .map_or(MAX_NAP, |at| at.saturating_duration_since(Instant::now()))
             .min(MAX_NAP);
-        let received = tokio::time::timeout(nap, socket.recv(&mut buf)).await;
-        let Ok(Ok(len)) = received else {
+        let Ok(Ok(len)) = tokio::time::timeout(nap, socket.recv(&mut buf)).await else {
             continue;
         };
-        let datagram = buf.get(..len).unwrap_or_default();
-        let index = match Packet::parse(datagram) {
-            Ok(Packet::HandshakeResponse(r)) => r.receiver_index,
-            Ok(Packet::CookieReply(r)) => r.receiver_index,
-            Ok(Packet::Transport(m)) => m.receiver_index,
-            Ok(Packet::HandshakeInit(_)) | Err(_) => continue,
-        };
-        let Some(c) = route.get(&index).copied() else {
-            continue;
-        };
-        let now = Instant::now();
-        let Some((client, registered)) = clients.get_mut(c) else {
-            continue;
-        };
-        client.handle_datagram(now, datagram);
-        if counting {
-            outcome.received += 1;
-        }
-        while let Some(event) = client.poll_event() {
-            match event {
-                Event::Registered { .. } => {
-                    if !*registered {
-                        *registered = true;
-                        progress.registered.set(progress.registered.get() + 1);
-                    } else if counting {
-                        outcome.refreshes += 1;
-                    }
-                }
-                Event::Connected if counting => outcome.rekeys += 1,
-                Event::Resolved { .. } if counting => outcome.resolved += 1,
-                _ => {}
+        // Then whatever else is queued, without waiting.
+        let mut len = Some(len);
+        while let Some(n) = len.take() {
+            let datagram = buf.get(..n).unwrap_or_default();
+            if let Some(c) = deliver(
+                datagram,
+                &route,
+                &mut clients,
+                counting,
+                progress,
+                &mut outcome,
+            ) {
+                timers.schedule(c, Instant::now());
             }
+            len = socket.try_recv(&mut buf).ok();
         }
-        due.push(Reverse((now, c)));
     }
     Ok(outcome)
+}
+
+/// Hands a datagram from the server to the client it names; returns that client.
+fn deliver(
+    datagram: &[u8],
+    route: &HashMap<u32, usize>,
+    clients: &mut [(Client, bool)],
+    counting: bool,
+    progress: &Progress,
+    outcome: &mut IdleOutcome,
+) -> Option<usize> {
+    let index = match Packet::parse(datagram) {
+        Ok(Packet::HandshakeResponse(r)) => r.receiver_index,
+        Ok(Packet::CookieReply(r)) => r.receiver_index,
+        Ok(Packet::Transport(m)) => m.receiver_index,
+        Ok(Packet::HandshakeInit(_)) | Err(_) => return None,
+    };
+    let c = route.get(&index).copied()?;
+    let (client, registered) = clients.get_mut(c)?;
+    client.handle_datagram(Instant::now(), datagram);
+    if counting {
+        outcome.received += 1;
+    }
+    while let Some(event) = client.poll_event() {
+        match event {
+            Event::Registered { .. } => {
+                if !*registered {
+                    *registered = true;
+                    progress.registered.set(progress.registered.get() + 1);
+                } else if counting {
+                    outcome.refreshes += 1;
+                }
+            }
+            Event::Connected if counting => outcome.rekeys += 1,
+            Event::Resolved { .. } if counting => outcome.resolved += 1,
+            _ => {}
+        }
+    }
+    Some(c)
+}
+
+/// When each client of a socket is due next: one live entry per client in a heap, older ones
+/// skipped when they come up, so the heap never holds more than a few entries per client.
+struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    at: Vec<Option<Instant>>,
+}
+
+impl Timers {
+    /// Every one of `count` clients due at `now`.
+    fn new(count: usize, now: Instant) -> Self {
+        Self {
+            heap: (0..count).map(|c| Reverse((now, c))).collect(),
+            at: vec![Some(now); count],
+        }
+    }
+
+    /// Client `c` is due at `at`, unless it is due sooner already.
+    fn schedule(&mut self, c: usize, at: Instant) {
+        if let Some(slot) = self.at.get_mut(c) {
+            if slot.is_none_or(|s| at < s) {
+                *slot = Some(at);
+                self.heap.push(Reverse((at, c)));
+            }
+        }
+    }
+
+    /// The next client due at or before `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<usize> {
+        while let Some(Reverse((at, c))) = self.heap.peek().copied() {
+            if at > now {
+                return None;
+            }
+            self.heap.pop();
+            if let Some(slot) = self.at.get_mut(c) {
+                if *slot == Some(at) {
+                    *slot = None;
+                    return Some(c);
+                }
+            }
+        }
+        None
+    }
+
+    /// The earliest time some client is due.
+    fn next(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, c))) = self.heap.peek().copied() {
+            if self.at.get(c).copied().flatten() == Some(at) {
+                return Some(at);
+            }
+            self.heap.pop();
+        }
+        None
+    }
 }
