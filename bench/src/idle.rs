@@ -23,6 +23,10 @@ use wgpunch_common::wire::Packet;
 
 use crate::identity::{client_key, client_public, client_seed, socket_ip};
 
+/// Handshakes in flight at once over all sockets while the clients register: as many as the
+/// server's per-source limits let through without every client retrying at once.
+const RAMP_WINDOW: usize = 1024;
+
 /// Longest time one socket's task sleeps while nothing is due.
 const MAX_NAP: Duration = Duration::from_millis(50);
 
@@ -156,7 +160,13 @@ async fn run_socket(
         })
         .collect();
     let mut route: HashMap<u32, usize> = HashMap::new();
-    let mut timers = Timers::new(clients.len(), Instant::now());
+    // Clients start a few at a time; each registration starts the next one.
+    let mut timers = Timers::new(clients.len());
+    let window = (RAMP_WINDOW / sockets).max(1);
+    let mut unstarted = 0..clients.len();
+    for c in unstarted.by_ref().take(window) {
+        timers.schedule(c, Instant::now());
+    }
     let mut outcome = IdleOutcome::default();
     let mut buf = vec![0u8; TRANSPORT_MAX_LEN + 1];
     while !progress.done.get() {
@@ -203,15 +213,21 @@ async fn run_socket(
         let mut len = Some(len);
         while let Some(n) = len.take() {
             let datagram = buf.get(..n).unwrap_or_default();
-            if let Some(c) = deliver(
+            let delivered = deliver(
                 datagram,
                 &route,
                 &mut clients,
                 counting,
                 progress,
                 &mut outcome,
-            ) {
+            );
+            if let Some((c, first_registration)) = delivered {
                 timers.schedule(c, Instant::now());
+                if first_registration {
+                    if let Some(next) = unstarted.next() {
+                        timers.schedule(next, Instant::now());
+                    }
+                }
             }
             len = socket.try_recv(&mut buf).ok();
         }
@@ -219,7 +235,8 @@ async fn run_socket(
     Ok(outcome)
 }
 
-/// Hands a datagram from the server to the client it names; returns that client.
+/// Hands a datagram from the server to the client it names; returns that client, and whether
+/// this was its first registration.
 fn deliver(
     datagram: &[u8],
     route: &HashMap<u32, usize>,
@@ -227,7 +244,7 @@ fn deliver(
     counting: bool,
     progress: &Progress,
     outcome: &mut IdleOutcome,
-) -> Option<usize> {
+) -> Option<(usize, bool)> {
     let index = match Packet::parse(datagram) {
         Ok(Packet::HandshakeResponse(r)) => r.receiver_index,
         Ok(Packet::CookieReply(r)) => r.receiver_index,
@@ -240,11 +257,13 @@ fn deliver(
     if counting {
         outcome.received += 1;
     }
+    let mut first = false;
     while let Some(event) = client.poll_event() {
         match event {
             Event::Registered { .. } => {
                 if !*registered {
                     *registered = true;
+                    first = true;
                     progress.registered.set(progress.registered.get() + 1);
                 } else if counting {
                     outcome.refreshes += 1;
@@ -255,7 +274,7 @@ fn deliver(
             _ => {}
         }
     }
-    Some(c)
+    Some((c, first))
 }
 
 /// When each client of a socket is due next: one live entry per client in a heap, older ones
@@ -266,11 +285,11 @@ struct Timers {
 }
 
 impl Timers {
-    /// Every one of `count` clients due at `now`.
-    fn new(count: usize, now: Instant) -> Self {
+    /// `count` clients, none due yet.
+    fn new(count: usize) -> Self {
         Self {
-            heap: (0..count).map(|c| Reverse((now, c))).collect(),
-            at: vec![Some(now); count],
+            heap: BinaryHeap::new(),
+            at: vec![None; count],
         }
     }
 
