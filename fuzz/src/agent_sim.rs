@@ -450,6 +450,18 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_after_the_exit_changes_nothing() {
+        // Found by the fuzzer: a server datagram handled after the one-shot exit made the agent
+        // act again.
+        let hex = "000701020300000310000001fa00021000000a070102030000031000000a070102030000031080000a03003200031000080a070102035500031000000a00000000000000000000000000000000000000000000000000000007010a0701";
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect();
+        run(&bytes);
+    }
+
+    #[test]
     fn empty_and_short_inputs_run() {
         run(&[]);
         run(&[1]);

@@ -279,14 +279,17 @@ impl Agent {
         self.config.continuous
     }
 
-    /// Handles a datagram from the server.
+    /// Handles a datagram from the server; nothing after the run is over.
     pub fn handle_datagram(&mut self, now: Instant, wall: SystemTime, datagram: &[u8]) {
+        if self.exited {
+            return;
+        }
         self.discovery.handle_datagram(now, datagram);
         self.take_events(now, wall);
     }
 
     /// Handles a fresh snapshot of the interface, read because of [`Action::ReadInterface`] (or
-    /// at any other time).
+    /// at any other time); nothing after the run is over.
     pub fn handle_interface(
         &mut self,
         snapshot: InterfaceSnapshot,
@@ -294,6 +297,9 @@ impl Agent {
         wall: SystemTime,
     ) {
         self.reading = false;
+        if self.exited {
+            return;
+        }
         self.peers.observe(&snapshot.peers, now, wall);
         if self.config.continuous {
             self.discovery.set_peers(snapshot.keys());
