@@ -120,8 +120,8 @@ impl Driver<'_> {
     fn run(&mut self) -> Result<u8> {
         let mut buf = vec![0u8; TRANSPORT_MAX_LEN + 1];
         loop {
-            let (now, wall) = (Instant::now(), SystemTime::now());
-            self.agent.handle_timeout(now, wall);
+            let now = Instant::now();
+            self.agent.handle_timeout(now);
             while let Some(action) = self.agent.poll_action() {
                 if let Some(code) = self.act(action)? {
                     return Ok(code);

@@ -230,7 +230,7 @@ impl AgentSim {
 
     /// Lets the agent act on the time, applying its actions as the binary does.
     fn act(&mut self) {
-        self.agent.handle_timeout(self.clock.now, self.clock.wall);
+        self.agent.handle_timeout(self.clock.now);
         while let Some(action) = self.agent.poll_action() {
             assert!(!self.report.exited, "action after the exit: {action:?}");
             match action {

@@ -24,7 +24,7 @@ use crate::keys::PublicKey;
 use discovery::Discovery;
 use peers::{ParkReason, PeerAction, PeerPolicy, Peers};
 use sanity::Refused;
-use snapshot::{InterfaceSnapshot, PeerSnapshot};
+use snapshot::InterfaceSnapshot;
 
 /// How often the interface is read while a peer waits for its handshake (a read of the UAPI
 /// socket or netlink costs well under a millisecond).
@@ -333,7 +333,7 @@ impl Agent {
         self.on_suspect(now);
         self.take_peer_actions(now);
         self.next_read = now + self.read_interval();
-        self.check_done(now);
+        self.check_done();
     }
 
     /// The interface could not be read. Returns false when that ends the run (one-shot mode
@@ -346,8 +346,7 @@ impl Agent {
 
     /// Lets time pass: lookups, interface reads, the one-shot deadline and the silence warning
     /// fall due here.
-    pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
-        let _ = wall;
+    pub fn handle_timeout(&mut self, now: Instant) {
         if self.exited {
             return;
         }
@@ -502,7 +501,7 @@ impl Agent {
             self.actions.push_back(Action::ReadInterface);
         }
         self.take_peer_actions(now);
-        self.check_done(now);
+        self.check_done();
     }
 
     /// Some connected path looked broken: register again (at most every
@@ -579,8 +578,7 @@ impl Agent {
     }
 
     /// One-shot mode ends once the server holds us and every peer is settled.
-    fn check_done(&mut self, now: Instant) {
-        let _ = now;
+    fn check_done(&mut self) {
         // natpunch-go's server may not tell us our address: a handshake registers us there.
         let registered = self.observed.is_some() || self.discovery.is_registered();
         if self.config.continuous || self.exited || !registered || !self.peers.is_settled() {
@@ -616,16 +614,12 @@ impl Agent {
             },
         }
     }
-
-    /// The snapshot of the peer `key` last handed in.
-    pub fn peer_snapshot(&self, key: &PublicKey) -> Option<&PeerSnapshot> {
-        self.snapshot.peer(key)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::snapshot::PeerSnapshot;
     use crate::client::{Client, ClientConfig};
     use crate::keys::PrivateKey;
     use crate::server::{Server, ServerConfig};
@@ -687,7 +681,7 @@ mod tests {
                 start + Duration::from_millis(100) * i,
                 wall + Duration::from_millis(100) * i,
             );
-            agent.handle_timeout(now, wall);
+            agent.handle_timeout(now);
             while let Some(action) = agent.poll_action() {
                 if action == Action::ReadInterface {
                     let snapshot = agent.snapshot.clone();
@@ -759,7 +753,7 @@ mod tests {
         let mut reads = 0;
         for i in 0..50u32 {
             let t = now + Duration::from_millis(100) * i;
-            agent.handle_timeout(t, wall);
+            agent.handle_timeout(t);
             while let Some(action) = agent.poll_action() {
                 if action == Action::ReadInterface {
                     reads += 1;

@@ -98,7 +98,7 @@ impl Host {
             self.wake = None;
             return out;
         };
-        agent.handle_timeout(now, wall);
+        agent.handle_timeout(now);
         let mut exited = false;
         while let Some(action) = agent.poll_action() {
             self.actions.push((now, action.clone()));
