@@ -18,7 +18,7 @@ use wgpunch_common::server::{Server, ServerConfig};
 
 use host::{Host, WG_PORT};
 use nat::{Mapping, Nat};
-use net::{Faults, Packet, Payload, DEFAULT_TTL};
+use net::{Faults, Packet};
 use sim::{Clock, Queue, Rng};
 
 /// The discovery server's public address.
@@ -298,16 +298,7 @@ impl World {
         }
         for i in 0..self.hosts.len() {
             for (dst, message) in self.hosts[i].wg.tick(now) {
-                let src = self.hosts[i].local;
-                self.send(
-                    i,
-                    Packet {
-                        src,
-                        dst,
-                        ttl: DEFAULT_TTL,
-                        payload: Payload::WireGuard(message),
-                    },
-                );
+                self.send_wireguard(i, dst, message);
             }
         }
     }

@@ -6,10 +6,26 @@ use std::time::Duration;
 
 use super::nat::Inbound;
 use super::net::{Packet, Payload, DEFAULT_TTL, LAN_DELAY, SERVER_DELAY};
+use super::wireguard::Message;
 use super::{Delivery, World, SERVER};
 
 impl World {
     /// Host `i` sends `packet`: through its NAT, or straight into the core.
+    /// Host `i`'s WireGuard sends `message` to `dst` from its WireGuard port.
+    pub(super) fn send_wireguard(&mut self, i: usize, dst: SocketAddr, message: Message) {
+        let src = self.hosts[i].local;
+        let payload = Payload::WireGuard(message);
+        self.send(
+            i,
+            Packet {
+                src,
+                dst,
+                ttl: DEFAULT_TTL,
+                payload,
+            },
+        );
+    }
+
     pub(super) fn send(&mut self, i: usize, packet: Packet) {
         self.note(format!(
             "{} sends {}",
@@ -153,16 +169,7 @@ impl World {
             Payload::WireGuard(message) => {
                 let answer = self.hosts[i].wg.receive(now, wall, packet.src, message);
                 if let Some((dst, message)) = answer {
-                    let src = self.hosts[i].local;
-                    self.send(
-                        i,
-                        Packet {
-                            src,
-                            dst,
-                            ttl: DEFAULT_TTL,
-                            payload: Payload::WireGuard(message),
-                        },
-                    );
+                    self.send_wireguard(i, dst, message);
                 }
             }
             Payload::Discovery(_) | Payload::Punch => {}
