@@ -15,13 +15,13 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
-use tokio::net::UdpSocket;
 use wgpunch_common::client::{Client, ClientConfig, Event};
 use wgpunch_common::keys::PublicKey;
 use wgpunch_common::wire::packet::TRANSPORT_MAX_LEN;
 use wgpunch_common::wire::Packet;
 
-use crate::identity::{client_key, client_public, client_seed, socket_ip};
+use crate::identity::{client_key, client_public, client_seed};
+use crate::load::socket_towards;
 
 /// Handshakes in flight at once over all sockets while the clients register: as many as the
 /// server's per-source limits let through without every client retrying at once.
@@ -132,13 +132,7 @@ async fn run_socket(
     sockets: usize,
     progress: &Progress,
 ) -> Result<IdleOutcome> {
-    let socket = UdpSocket::bind(SocketAddr::new(socket_ip(slot), 0))
-        .await
-        .with_context(|| format!("binding a UDP socket on {}", socket_ip(slot)))?;
-    socket
-        .connect(config.server)
-        .await
-        .context("connecting the socket to the server")?;
+    let socket = socket_towards(config.server, slot).await?;
     let ids: Vec<u64> = (slot as u64..config.clients).step_by(sockets).collect();
     let client_config = ClientConfig {
         watch: config.watch,

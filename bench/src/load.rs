@@ -174,13 +174,7 @@ impl Side {
         public: PublicKey,
         partner: PublicKey,
     ) -> Result<Self> {
-        let socket = UdpSocket::bind(SocketAddr::new(socket_ip(slot), 0))
-            .await
-            .with_context(|| format!("binding a UDP socket on {}", socket_ip(slot)))?;
-        socket
-            .connect(config.server)
-            .await
-            .with_context(|| format!("connecting a UDP socket to {}", config.server))?;
+        let socket = socket_towards(config.server, slot).await?;
         let local = socket.local_addr().context("reading a socket's address")?;
         let client = Client::new(
             client_key(index),
@@ -345,4 +339,16 @@ async fn run_pair(
             return Ok(());
         }
     }
+}
+
+/// A fresh UDP socket on slot `slot`'s loopback address (any port), connected to `server`.
+pub async fn socket_towards(server: SocketAddr, slot: usize) -> Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddr::new(socket_ip(slot), 0))
+        .await
+        .with_context(|| format!("binding a UDP socket on {}", socket_ip(slot)))?;
+    socket
+        .connect(server)
+        .await
+        .with_context(|| format!("connecting a UDP socket to {server}"))?;
+    Ok(socket)
 }
