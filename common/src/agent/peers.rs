@@ -79,6 +79,24 @@ impl PeerPolicy {
     }
 }
 
+impl PeerPolicy {
+    /// The wait after setting `endpoint` at `now`: traffic within the recovery wait when the
+    /// path `moved`, else a handshake within the handshake timeout.
+    fn verifying(&self, endpoint: SocketAddr, now: Instant, moved: bool) -> State {
+        let wait = if moved {
+            self.recovery_wait
+        } else {
+            self.handshake_timeout
+        };
+        State::Verifying {
+            endpoint,
+            since: now,
+            until: now + wait,
+            moved,
+        }
+    }
+}
+
 /// Why a peer was parked: what the log tells the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParkReason {
@@ -372,7 +390,6 @@ impl Peers {
     /// Our own public address changed: punch every connected peer again from the new mapping
     /// and confirm it, so that its barrier opens towards us, then watch the path for traffic.
     pub fn our_address_changed(&mut self, now: Instant, wall: SystemTime) {
-        let wait = self.policy.recovery_wait;
         for (key, tracked) in &mut self.peers {
             let (State::Connected, Some(endpoint)) = (tracked.state, tracked.endpoint) else {
                 continue;
@@ -386,12 +403,7 @@ impl Peers {
             if self.policy.continuous {
                 tracked.floor = Some(wall);
                 tracked.moving = true;
-                tracked.state = State::Verifying {
-                    endpoint,
-                    since: now,
-                    until: now + wait,
-                    moved: true,
-                };
+                tracked.state = self.policy.verifying(endpoint, now, true);
             }
         }
     }
@@ -505,17 +517,7 @@ impl Peers {
                     peer: peer.key,
                     endpoint,
                 });
-                let (wait, moved) = if tracked.moving {
-                    (policy.recovery_wait, true)
-                } else {
-                    (policy.handshake_timeout, false)
-                };
-                Some(State::Verifying {
-                    endpoint,
-                    since: now,
-                    until: now + wait,
-                    moved,
-                })
+                Some(policy.verifying(endpoint, now, tracked.moving))
             }
             State::Parked { until } if now >= until => Some(State::Wanted),
             State::Connected if policy.continuous => {
@@ -605,12 +607,7 @@ impl Peers {
                 if peer_has_yours {
                     self.actions
                         .push(PeerAction::SetEndpoint { peer, endpoint });
-                    tracked.state = State::Verifying {
-                        endpoint,
-                        since: now,
-                        until: now + policy.recovery_wait,
-                        moved: true,
-                    };
+                    tracked.state = policy.verifying(endpoint, now, true);
                 } else {
                     tracked.state = State::Wanted;
                 }
@@ -645,17 +642,7 @@ impl Peers {
         } else if peer_has_yours {
             self.actions
                 .push(PeerAction::SetEndpoint { peer, endpoint });
-            let (wait, moved) = if tracked.moving {
-                (policy.recovery_wait, true)
-            } else {
-                (policy.handshake_timeout, false)
-            };
-            tracked.state = State::Verifying {
-                endpoint,
-                since: now,
-                until: now + wait,
-                moved,
-            };
+            tracked.state = policy.verifying(endpoint, now, tracked.moving);
         }
     }
 }
