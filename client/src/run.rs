@@ -44,6 +44,7 @@ fn agent_config(cli: &Cli) -> AgentConfig {
         delay: cli.delay(),
         timeout: cli.timeout(),
         punch_ttl: cli.punch_ttl,
+        family: wgpunch_common::agent::local::Family::Auto,
     }
 }
 
@@ -197,6 +198,7 @@ impl Driver<'_> {
                     warn!(error = %e, "re-reading the interface failed");
                 }
             },
+            Action::Probe { .. } => {}
             Action::Notice(notice) => self.log(notice),
             Action::Exit(outcome) => return Ok(Some(self.report(outcome))),
         }

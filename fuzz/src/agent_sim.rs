@@ -195,6 +195,7 @@ impl AgentSim {
             delay: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
             punch_ttl: None,
+            family: wgpunch_common::agent::local::Family::Auto,
         };
         let discovery = Discovery::Native(Box::new(world::client()));
         let snapshot = InterfaceSnapshot {
@@ -268,6 +269,7 @@ impl AgentSim {
                     self.agent
                         .handle_interface(snapshot, self.clock.now, self.clock.wall);
                 }
+                Action::Probe { .. } => {}
                 Action::Notice(_) => {}
                 Action::Exit(_) => self.report.exited = true,
             }

@@ -9,6 +9,7 @@
 //! network, so tests drive whole scenarios in virtual time.
 
 pub mod discovery;
+pub mod local;
 pub mod peers;
 pub mod sanity;
 pub mod snapshot;
@@ -22,6 +23,7 @@ use tracing::debug;
 use crate::client::Event;
 use crate::keys::PublicKey;
 use discovery::Discovery;
+use local::{Family, LocalAddr};
 use peers::{ParkReason, PeerAction, PeerPolicy, Peers};
 use sanity::Refused;
 use snapshot::InterfaceSnapshot;
@@ -67,6 +69,8 @@ pub struct AgentConfig {
     pub timeout: Duration,
     /// TTL of punches; by default 1 without NAT, else 2.
     pub punch_ttl: Option<u8>,
+    /// Which address families paths to peers may use (`--family`).
+    pub family: Family,
 }
 
 impl AgentConfig {
@@ -124,6 +128,16 @@ pub enum Action {
         endpoint: SocketAddr,
         /// Why, for the log.
         reason: ParkReason,
+    },
+    /// Send `payload` (a [`crate::wire::probe::Probe`]) as one UDP datagram from the WireGuard
+    /// port to `to`, with the normal TTL, from whichever local address routes there.
+    Probe {
+        /// The peer the probe is for or answers.
+        peer: PublicKey,
+        /// One of the peer's candidates (a ping) or the source of its ping (a pong).
+        to: SocketAddr,
+        /// The encoded probe.
+        payload: Vec<u8>,
     },
     /// Read the interface and hand it to [`Agent::handle_interface`] (or report
     /// [`Agent::interface_unreadable`]).
@@ -334,6 +348,33 @@ impl Agent {
         self.take_peer_actions(now);
         self.next_read = now + self.read_interval();
         self.check_done();
+    }
+
+    /// The host's addresses now: `source` is where datagrams to the server leave from (the
+    /// WireGuard port on the address that routes to the server), `addrs` every address a peer
+    /// may reach the WireGuard port at, already filtered by the IO layer (no loopback,
+    /// link-local, tunnel or container interfaces, `--allow-candidates`/`--deny-candidates`).
+    /// Call it once after [`Agent::new`] and again whenever the addresses change.
+    pub fn handle_addresses(
+        &mut self,
+        source: SocketAddr,
+        addrs: Vec<LocalAddr>,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        let _ = (source, addrs, now, wall);
+    }
+
+    /// Handles a datagram to the WireGuard port from `from` that starts with
+    /// [`crate::wire::probe::PROBE_MAGIC`]: a peer's probe or the answer to ours.
+    pub fn handle_probe(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from: SocketAddr,
+        payload: &[u8],
+    ) {
+        let _ = (now, wall, from, payload);
     }
 
     /// The interface could not be read. Returns false when that ends the run (one-shot mode
@@ -636,6 +677,7 @@ mod tests {
             delay: Duration::from_secs(2),
             timeout: Duration::from_secs(10),
             punch_ttl: None,
+            family: Family::Auto,
         }
     }
 

@@ -75,6 +75,14 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// `ip`, with an IPv4-mapped IPv6 address turned into the IPv4 address it maps.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 pub mod endpoint;
 pub mod message;
 pub mod packet;
+pub mod probe;
 pub mod reader;
 
 pub use message::{

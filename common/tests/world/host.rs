@@ -130,6 +130,7 @@ impl Host {
                     }
                 }
                 Action::ReadInterface => agent.handle_interface(self.wg.snapshot(), now, wall),
+                Action::Probe { .. } => {}
                 Action::Notice(_) => {}
                 Action::Exit(outcome) => {
                     self.outcome = Some((outcome, now));

@@ -81,6 +81,7 @@ pub fn config(continuous: bool) -> AgentConfig {
         delay: Duration::from_secs(2),
         timeout: Duration::from_secs(60),
         punch_ttl: None,
+        family: wgpunch_common::agent::local::Family::Auto,
     }
 }
 
