@@ -45,6 +45,8 @@ fn agent_config(cli: &Cli) -> AgentConfig {
         timeout: cli.timeout(),
         punch_ttl: cli.punch_ttl,
         family: wgpunch_common::agent::local::Family::Auto,
+        server: None,
+        seed: [0; 32],
     }
 }
 
@@ -70,7 +72,9 @@ pub fn run(cli: &Cli) -> Result<u8> {
 
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| anyhow!("OS random generator failed: {e}"))?;
-    let config = agent_config(cli);
+    let mut config = agent_config(cli);
+    config.server = Some(server);
+    getrandom::fill(&mut config.seed).map_err(|e| anyhow!("OS random generator failed: {e}"))?;
     let discovery = match cli.protocol {
         Protocol::Native => Discovery::Native(Box::new(Client::new(
             iface.private_key.clone(),
@@ -246,6 +250,30 @@ impl Driver<'_> {
             }
             Notice::ServerSilent { silent } => {
                 warn!(server = %self.server, "no answer from the server for {} s; still trying", silent.as_secs())
+            }
+            Notice::Heard(Event::Candidates {
+                peer,
+                known,
+                same_public,
+                candidates,
+            }) => {
+                debug!(peer = %peer, known, same_public, ?candidates, "server told the peer's candidates")
+            }
+            Notice::CandidateAnswered { peer, endpoint } => {
+                info!(peer = %peer, endpoint = %endpoint, "the peer answered at its candidate {endpoint}; using that path")
+            }
+            Notice::CandidateFailed { peer, endpoint } => {
+                warn!(peer = %peer, endpoint = %endpoint, "no WireGuard handshake came through the candidate {endpoint}; trying another path")
+            }
+            Notice::NoCandidateAnswered { peer } => {
+                info!(peer = %peer, "none of the peer's candidates answered; trying its public endpoint")
+            }
+            Notice::AddressesChanged { addrs } => {
+                let list: Vec<String> = addrs
+                    .iter()
+                    .map(|a| format!("{}/{}", a.ip, a.prefix))
+                    .collect();
+                info!(addresses = %list.join(", "), "local addresses changed; registering them again")
             }
         }
     }

@@ -23,7 +23,13 @@ use crate::noise::{Rng, Seed};
 use crate::session::Session;
 use crate::wire::message::{MAX_KEYS_PER_LOOKUP, MAX_KEYS_PER_PART, MAX_LOCAL_ADDRS};
 use crate::wire::packet::MAX_PLAINTEXT_LEN;
-use crate::wire::{Lookup, Packet, Push, PushAck, Register, Reply, Request};
+use crate::wire::{
+    CandidatesReply, CandidatesRequest, Lookup, Packet, Push, PushAck, Register, Reply, Request,
+};
+
+/// Sends of a candidates request before it is given up (an older server never answers one);
+/// unlike other requests, its silence does not end the session.
+const CANDIDATE_ATTEMPTS: u32 = 3;
 
 /// How long a cookie from the server is used (the server changes its secret every 120 s).
 const COOKIE_USE_FOR: Duration = Duration::from_secs(110);
@@ -89,6 +95,19 @@ pub enum Event {
         /// The peer.
         peer: PublicKey,
     },
+    /// The server told a peer's candidates: the local addresses it registered. Asked for by
+    /// itself the first time a peer is resolved and after every push about it (a push follows
+    /// a change), or by [`Client::fetch_candidates`].
+    Candidates {
+        /// The peer.
+        peer: PublicKey,
+        /// The peer is registered and consents; false also when the server did not answer.
+        known: bool,
+        /// The server sees both of us at one public IP address.
+        same_public: bool,
+        /// Its candidates, as the server gave them (the agent checks them).
+        candidates: Vec<SocketAddr>,
+    },
 }
 
 #[derive(Debug)]
@@ -149,6 +168,10 @@ pub struct Client {
     events: VecDeque<Event>,
     plaintext: Box<[u8; MAX_PLAINTEXT_LEN]>,
     pushes: Pushes,
+    /// Peers whose candidates are to be asked for at the next `poll_transmit`.
+    candidates_wanted: BTreeSet<PublicKey>,
+    /// Peers whose candidates the server has told in this session.
+    candidates_known: BTreeSet<PublicKey>,
 }
 
 impl std::fmt::Debug for Client {
@@ -195,6 +218,8 @@ impl Client {
             events: VecDeque::new(),
             plaintext: Box::new([0; MAX_PLAINTEXT_LEN]),
             pushes: Pushes::default(),
+            candidates_wanted: BTreeSet::new(),
+            candidates_known: BTreeSet::new(),
         }
     }
 
@@ -235,6 +260,44 @@ impl Client {
         }
     }
 
+    /// Asks for the candidates of `peer` (one of our declared peers), unless that is in flight
+    /// already; the answer comes as [`Event::Candidates`].
+    pub fn fetch_candidates(&mut self, peer: PublicKey) {
+        if self.peers.contains(&peer) && !self.candidates_pending(&peer) {
+            self.candidates_wanted.insert(peer);
+        }
+    }
+
+    /// True while the candidates of `peer` are asked for and not answered yet.
+    pub fn candidates_pending(&self, peer: &PublicKey) -> bool {
+        self.candidates_wanted.contains(peer)
+            || self
+                .outstanding
+                .values()
+                .any(|o| matches!(&o.request, Request::Candidates(c) if c.peer == *peer))
+    }
+
+    /// Replaces the local addresses we declare; a change registers anew at once.
+    pub fn set_local_addrs(&mut self, local_addrs: Vec<SocketAddr>) {
+        let mut local_addrs = local_addrs;
+        local_addrs.truncate(MAX_LOCAL_ADDRS);
+        if local_addrs != self.local_addrs {
+            self.local_addrs = local_addrs;
+            self.registration.requested = true;
+            if self.registration.in_progress {
+                // The registration in flight carries the old addresses: start over.
+                self.registration.in_progress = false;
+                self.outstanding
+                    .retain(|_, o| !matches!(o.request, Request::Register(_)));
+            }
+        }
+    }
+
+    /// The local addresses we declare.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
     /// Registers again at the next [`Client::poll_transmit`], so that the server sees our current
     /// NAT mapping at once (for example after the network changed). Does nothing while a
     /// registration is in progress.
@@ -264,7 +327,7 @@ impl Client {
         self.outstanding.values().flat_map(|o| {
             let (peers, punched) = match &o.request {
                 Request::Lookup(l) => (l.peers.as_slice(), l.punched),
-                Request::Register(_) | Request::PushAck(_) => (&[][..], 0),
+                Request::Register(_) | Request::PushAck(_) | Request::Candidates(_) => (&[][..], 0),
             };
             peers
                 .iter()
@@ -330,6 +393,7 @@ impl Client {
             debug!("session aged, rekeying");
             self.drop_session();
         }
+        self.give_up_candidates(now);
         let gave_up = self
             .outstanding
             .values()
@@ -435,6 +499,51 @@ impl Client {
                 );
             }
         }
+        if self.is_registered() {
+            for peer in std::mem::take(&mut self.candidates_wanted) {
+                let request_id = self.request_id();
+                self.outstanding.insert(
+                    request_id,
+                    Outstanding {
+                        request: Request::Candidates(CandidatesRequest { request_id, peer }),
+                        next_send: now,
+                        attempts: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Candidates requests sent [`CANDIDATE_ATTEMPTS`] times without an answer: the server does
+    /// not know them (or is gone, which the other requests find out). The peer is then taken to
+    /// have none, until a push about it asks again.
+    fn give_up_candidates(&mut self, now: Instant) {
+        let stale: Vec<u32> = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| {
+                matches!(o.request, Request::Candidates(_))
+                    && o.next_send <= now
+                    && o.attempts >= CANDIDATE_ATTEMPTS
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(Outstanding {
+                request: Request::Candidates(c),
+                ..
+            }) = self.outstanding.remove(&id)
+            {
+                debug!(peer = %c.peer, "the server does not answer candidate requests");
+                self.candidates_known.insert(c.peer);
+                self.events.push_back(Event::Candidates {
+                    peer: c.peer,
+                    known: false,
+                    same_public: false,
+                    candidates: Vec::new(),
+                });
+            }
+        }
     }
 
     fn queue_registration(&mut self, now: Instant) {
@@ -513,6 +622,12 @@ impl Client {
         self.session = None;
         let lookups: Vec<(PublicKey, bool)> = self.outstanding_lookups().collect();
         self.wanted.extend(lookups);
+        for o in self.outstanding.values() {
+            if let Request::Candidates(c) = &o.request {
+                self.candidates_wanted.insert(c.peer);
+            }
+        }
+        self.candidates_known.clear();
         self.outstanding.clear();
         self.registration.in_progress = false;
         self.registration.done = None;
@@ -619,6 +734,9 @@ impl Client {
                     return;
                 };
                 for (peer, entry) in lookup.peers.into_iter().zip(answer.entries) {
+                    if entry.is_some() && !self.candidates_known.contains(&peer) {
+                        self.fetch_candidates(peer);
+                    }
                     self.events.push_back(match entry {
                         Some(s) => Event::Resolved {
                             peer,
@@ -631,7 +749,30 @@ impl Client {
                 }
             }
             Reply::Push(push) => self.handle_push(now, push),
+            Reply::Candidates(reply) => self.handle_candidates(reply),
         }
+    }
+
+    /// The answer to a candidates request: only for the peer that request asked about.
+    fn handle_candidates(&mut self, reply: CandidatesReply) {
+        let Some(Outstanding {
+            request: Request::Candidates(asked),
+            ..
+        }) = self
+            .outstanding
+            .remove_if_candidates(reply.request_id, reply.peer)
+        else {
+            return;
+        };
+        if reply.known {
+            self.candidates_known.insert(asked.peer);
+        }
+        self.events.push_back(Event::Candidates {
+            peer: asked.peer,
+            known: reply.known,
+            same_public: reply.same_public,
+            candidates: reply.candidates,
+        });
     }
 
     /// A push from the server: only about a peer we declared, only once (sequences increase in
@@ -642,6 +783,9 @@ impl Client {
         }
         self.pushes.seen = push.sequence;
         self.pushes.ack_due.get_or_insert(now);
+        // Something about the peer changed: its candidates may have too.
+        self.candidates_known.remove(&push.peer);
+        self.fetch_candidates(push.peer);
         let s = push.sighting;
         trace!(peer = %push.peer, endpoint = %s.endpoint, sequence = push.sequence, "pushed");
         self.events.push_back(Event::Resolved {
@@ -657,6 +801,7 @@ impl Client {
 trait TakeMatching {
     fn remove_if_register(&mut self, id: u32, part: u8) -> Option<Outstanding>;
     fn remove_if_lookup(&mut self, id: u32, entries: usize) -> Option<Outstanding>;
+    fn remove_if_candidates(&mut self, id: u32, peer: PublicKey) -> Option<Outstanding>;
 }
 
 impl TakeMatching for BTreeMap<u32, Outstanding> {
@@ -670,6 +815,13 @@ impl TakeMatching for BTreeMap<u32, Outstanding> {
     fn remove_if_lookup(&mut self, id: u32, entries: usize) -> Option<Outstanding> {
         match self.get(&id)?.request {
             Request::Lookup(ref l) if l.peers.len() == entries => self.remove(&id),
+            _ => None,
+        }
+    }
+
+    fn remove_if_candidates(&mut self, id: u32, peer: PublicKey) -> Option<Outstanding> {
+        match self.get(&id)?.request {
+            Request::Candidates(ref c) if c.peer == peer => self.remove(&id),
             _ => None,
         }
     }

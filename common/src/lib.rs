@@ -2,6 +2,7 @@
 //! protocol state machines. Nothing here touches sockets, clocks or OS randomness: time and random
 //! seeds come in as arguments, datagrams go out as return values.
 
+pub mod addr;
 pub mod agent;
 mod backoff;
 pub mod client;

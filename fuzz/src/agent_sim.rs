@@ -196,6 +196,8 @@ impl AgentSim {
             timeout: Duration::from_secs(60),
             punch_ttl: None,
             family: wgpunch_common::agent::local::Family::Auto,
+            server: None,
+            seed: [0; 32],
         };
         let discovery = Discovery::Native(Box::new(world::client()));
         let snapshot = InterfaceSnapshot {

@@ -147,6 +147,28 @@ impl Discovery {
         }
     }
 
+    /// Asks for `peer`'s candidates (natpunch-go's server has none to tell).
+    pub fn fetch_candidates(&mut self, peer: PublicKey) {
+        if let Discovery::Native(c) = self {
+            c.fetch_candidates(peer);
+        }
+    }
+
+    /// True while `peer`'s candidates are asked for.
+    pub fn candidates_pending(&self, peer: &PublicKey) -> bool {
+        match self {
+            Discovery::Native(c) => c.candidates_pending(peer),
+            Discovery::NatpunchGo(_) => false,
+        }
+    }
+
+    /// Replaces the local addresses declared to the server (natpunch-go declares none).
+    pub fn set_local_addrs(&mut self, addrs: Vec<SocketAddr>) {
+        if let Discovery::Native(c) = self {
+            c.set_local_addrs(addrs);
+        }
+    }
+
     /// Replaces the peer list declared to the server (natpunch-go declares none).
     pub fn set_peers(&mut self, peers: Vec<PublicKey>) {
         if let Discovery::Native(c) = self {

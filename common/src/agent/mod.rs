@@ -11,6 +11,7 @@
 pub mod discovery;
 pub mod local;
 pub mod peers;
+pub mod probing;
 pub mod sanity;
 pub mod snapshot;
 
@@ -24,7 +25,8 @@ use crate::client::Event;
 use crate::keys::PublicKey;
 use discovery::Discovery;
 use local::{Family, LocalAddr};
-use peers::{ParkReason, PeerAction, PeerPolicy, Peers};
+use peers::{ParkReason, PeerAction, PeerPolicy, Peers, State};
+use probing::{Heard, Ours, PeerCandidates, Prober};
 use sanity::Refused;
 use snapshot::InterfaceSnapshot;
 
@@ -71,6 +73,10 @@ pub struct AgentConfig {
     pub punch_ttl: Option<u8>,
     /// Which address families paths to peers may use (`--family`).
     pub family: Family,
+    /// The discovery server's address: never taken as a peer's candidate.
+    pub server: Option<SocketAddr>,
+    /// Seeds the txids of probes (unguessable, so that nobody off the path can answer them).
+    pub seed: crate::noise::Seed,
 }
 
 impl AgentConfig {
@@ -180,6 +186,31 @@ pub enum Notice {
         /// How long.
         silent: Duration,
     },
+    /// A probe to one of a peer's candidates was answered: that path is used.
+    CandidateAnswered {
+        /// The peer.
+        peer: PublicKey,
+        /// The candidate.
+        endpoint: SocketAddr,
+    },
+    /// No WireGuard handshake followed on a candidate that answered a probe; the next one (or
+    /// the public endpoint) is tried.
+    CandidateFailed {
+        /// The peer.
+        peer: PublicKey,
+        /// The candidate.
+        endpoint: SocketAddr,
+    },
+    /// No candidate of a peer answered its probes: the public endpoint is tried.
+    NoCandidateAnswered {
+        /// The peer.
+        peer: PublicKey,
+    },
+    /// Our local addresses changed (registered again at once).
+    AddressesChanged {
+        /// The addresses now.
+        addrs: Vec<LocalAddr>,
+    },
 }
 
 /// How a one-shot run ended.
@@ -237,6 +268,9 @@ pub struct Agent {
     suspect_pending: bool,
     actions: VecDeque<Action>,
     exited: bool,
+    /// Our addresses, as [`Agent::handle_addresses`] last gave them.
+    addrs: Vec<LocalAddr>,
+    prober: Prober,
 }
 
 impl Agent {
@@ -253,6 +287,7 @@ impl Agent {
         let mut policy = config.peer_policy();
         policy.own_key = Some(discovery.public_key());
         let peers = Peers::new(policy, &snapshot.peers, now, wall);
+        let prober = Prober::new(discovery.public_key(), config.seed);
         let mut agent = Self {
             config,
             discovery,
@@ -273,6 +308,8 @@ impl Agent {
             suspect_pending: false,
             actions: VecDeque::new(),
             exited: false,
+            addrs: Vec::new(),
+            prober,
         };
         agent.take_peer_actions(now);
         agent
@@ -319,9 +356,35 @@ impl Agent {
             self.discovery.set_peers(snapshot.keys());
         }
         self.snapshot = snapshot;
+        let on_interface: HashSet<PublicKey> = self.snapshot.keys().into_iter().collect();
+        self.prober.retain(|k| on_interface.contains(k));
         let tunnel = self.snapshot.tunnel_networks();
+        let mut held = Vec::new();
         for (peer, endpoint, peer_has_yours) in std::mem::take(&mut self.answers) {
-            if let Err(reason) = sanity::check_endpoint(endpoint, &tunnel) {
+            if self.discovery.candidates_pending(&peer) {
+                // Its candidates are on the way: decide with them.
+                held.push((peer, endpoint, peer_has_yours));
+                continue;
+            }
+            match self.peers.state(&peer) {
+                Some(State::Wanted) => {
+                    let targets = self.prober.targets(&peer, self.ours(&tunnel));
+                    if !targets.is_empty() {
+                        debug!(peer = %peer, ?targets, "probing candidates");
+                        self.prober.start(peer, &targets, now);
+                        self.peers.start_probing(peer, endpoint);
+                        continue;
+                    }
+                }
+                Some(State::Probing) => continue,
+                _ => {}
+            }
+            let refused = if self.config.family.allows(endpoint.ip()) {
+                sanity::check_endpoint(endpoint, &tunnel)
+            } else {
+                Err(Refused::Family)
+            };
+            if let Err(reason) = refused {
                 if self.refused.len() >= MAX_REFUSED {
                     self.refused.clear();
                 }
@@ -341,6 +404,7 @@ impl Agent {
             self.peers
                 .on_resolved(peer, endpoint, peer_has_yours, &current, now, wall);
         }
+        self.answers = held;
         if self.peers.take_suspect() {
             self.suspect_pending = true;
         }
@@ -348,6 +412,16 @@ impl Agent {
         self.take_peer_actions(now);
         self.next_read = now + self.read_interval();
         self.check_done();
+    }
+
+    /// Our side, for choosing candidates.
+    fn ours<'a>(&'a self, tunnel: &'a [(IpAddr, u8)]) -> Ours<'a> {
+        Ours {
+            addrs: &self.addrs,
+            family: self.config.family,
+            tunnel,
+            server: self.config.server,
+        }
     }
 
     /// The host's addresses now: `source` is where datagrams to the server leave from (the
@@ -362,7 +436,68 @@ impl Agent {
         now: Instant,
         wall: SystemTime,
     ) {
-        let _ = (source, addrs, now, wall);
+        if self.exited {
+            return;
+        }
+        let _ = wall;
+        self.local = source;
+        let mut addrs = addrs;
+        addrs.sort();
+        addrs.dedup();
+        if addrs == self.addrs {
+            return;
+        }
+        let first = self.addrs.is_empty();
+        self.addrs = addrs;
+        self.discovery.set_local_addrs(
+            self.addrs
+                .iter()
+                .map(|a| SocketAddr::new(a.ip, source.port()))
+                .collect(),
+        );
+        if first {
+            return;
+        }
+        self.notice(Notice::AddressesChanged {
+            addrs: self.addrs.clone(),
+        });
+        // Our network changed: what failed may work now, and a candidate path may be gone.
+        self.prober.forget_failures();
+        self.rechoose_paths(now);
+        self.next_lookup = now;
+        self.take_peer_actions(now);
+        self.take_probes();
+    }
+
+    /// Every peer whose candidate path is no longer worth probing chooses again; in continuous
+    /// mode, a connected peer with candidates worth probing that it does not use probes them.
+    fn rechoose_paths(&mut self, now: Instant) {
+        let tunnel = self.snapshot.tunnel_networks();
+        let states: Vec<(PublicKey, State)> = self.peers.states().collect();
+        for (peer, state) in states {
+            let targets = self.prober.targets(&peer, self.ours(&tunnel));
+            match self.peers.candidate_path(&peer) {
+                Some(path) if !targets.contains(&path) => self.peers.rechoose(&peer),
+                None if self.config.continuous
+                    && state == State::Connected
+                    && !targets.is_empty() =>
+                {
+                    self.prober.start(peer, &targets, now);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Turns the prober's probes into actions.
+    fn take_probes(&mut self) {
+        while let Some(out) = self.prober.poll_transmit() {
+            self.actions.push_back(Action::Probe {
+                peer: out.peer,
+                to: out.to,
+                payload: out.payload,
+            });
+        }
     }
 
     /// Handles a datagram to the WireGuard port from `from` that starts with
@@ -374,7 +509,28 @@ impl Agent {
         from: SocketAddr,
         payload: &[u8],
     ) {
-        let _ = (now, wall, from, payload);
+        let _ = wall;
+        if self.exited {
+            return;
+        }
+        let Ok(probe) = crate::wire::probe::Probe::parse(payload) else {
+            return;
+        };
+        let is_peer = self.snapshot.peer(&probe.sender).is_some();
+        let told = self.peers.told(&probe.sender);
+        match self.prober.handle_probe(now, from, probe, is_peer, told) {
+            Some(Heard::Answered { peer, addr }) => {
+                self.notice(Notice::CandidateAnswered {
+                    peer,
+                    endpoint: addr,
+                });
+                self.peers.on_candidate(peer, addr, now);
+                self.take_peer_actions(now);
+            }
+            Some(Heard::Unexpected { peer }) => self.discovery.fetch_candidates(peer),
+            None => {}
+        }
+        self.take_probes();
     }
 
     /// The interface could not be read. Returns false when that ends the run (one-shot mode
@@ -392,6 +548,12 @@ impl Agent {
             return;
         }
         self.on_suspect(now);
+        for peer in self.prober.handle_timeout(now) {
+            self.notice(Notice::NoCandidateAnswered { peer });
+            self.peers.probing_failed(&peer);
+            self.next_lookup = now;
+        }
+        self.take_probes();
         if now >= self.next_lookup {
             self.next_lookup = now + self.lookup_interval();
             let wanted = self.peers.take_wanted();
@@ -449,6 +611,7 @@ impl Agent {
             self.suspect_pending
                 .then(|| self.suspect_refresh_at())
                 .flatten(),
+            self.prober.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -525,6 +688,33 @@ impl Agent {
                     unknown = true;
                     self.notice(Notice::Heard(event));
                 }
+                Event::Candidates {
+                    peer,
+                    same_public,
+                    ref candidates,
+                    ..
+                } => {
+                    let tunnel = self.snapshot.tunnel_networks();
+                    let checked =
+                        PeerCandidates::checked(same_public, candidates, self.ours(&tunnel));
+                    self.notice(Notice::Heard(event));
+                    if self.prober.set_candidates(peer, checked) {
+                        let targets = self.prober.targets(&peer, self.ours(&tunnel));
+                        match self.peers.candidate_path(&peer) {
+                            Some(path) if !targets.contains(&path) => {
+                                self.peers.rechoose(&peer);
+                                self.next_lookup = now;
+                            }
+                            None if self.config.continuous
+                                && self.peers.state(&peer) == Some(State::Connected)
+                                && !targets.is_empty() =>
+                            {
+                                self.prober.start(peer, &targets, now);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
             }
         }
         if known {
@@ -542,6 +732,7 @@ impl Agent {
             self.actions.push_back(Action::ReadInterface);
         }
         self.take_peer_actions(now);
+        self.take_probes();
         self.check_done();
     }
 
@@ -605,6 +796,11 @@ impl Agent {
                     keepalive,
                 },
                 PeerAction::SetKeepalive { peer } => Action::SetKeepalive { peer, keepalive },
+                PeerAction::CandidateFailed { peer, endpoint } => {
+                    self.prober.fail(peer, endpoint);
+                    self.next_lookup = now;
+                    Action::Notice(Notice::CandidateFailed { peer, endpoint })
+                }
                 PeerAction::Park { peer, reason } => Action::Park {
                     peer,
                     endpoint: self.parking_endpoint(),
@@ -678,6 +874,8 @@ mod tests {
             timeout: Duration::from_secs(10),
             punch_ttl: None,
             family: Family::Auto,
+            server: None,
+            seed: [0; 32],
         }
     }
 

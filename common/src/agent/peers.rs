@@ -83,8 +83,22 @@ impl PeerPolicy {
     /// The wait after setting `endpoint` at `now`: traffic within the recovery wait when the
     /// path `moved`, else a handshake within the handshake timeout.
     fn verifying(&self, endpoint: SocketAddr, now: Instant, moved: bool) -> State {
+        self.verifying_for(endpoint, now, moved, false)
+    }
+
+    /// Like [`PeerPolicy::verifying`]; a `candidate` path (one a probe answered on) waits at
+    /// most [`CANDIDATE_WAIT`] for its handshake before the next candidate is tried.
+    fn verifying_for(
+        &self,
+        endpoint: SocketAddr,
+        now: Instant,
+        moved: bool,
+        candidate: bool,
+    ) -> State {
         let wait = if moved {
             self.recovery_wait
+        } else if candidate {
+            self.handshake_timeout.min(CANDIDATE_WAIT)
         } else {
             self.handshake_timeout
         };
@@ -96,6 +110,10 @@ impl PeerPolicy {
         }
     }
 }
+
+/// How long a candidate path that answered a probe may go without a WireGuard handshake: one
+/// retry of WireGuard's (5 s apart) and a little more.
+pub const CANDIDATE_WAIT: Duration = Duration::from_secs(6);
 
 /// Why a peer was parked: what the log tells the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +169,13 @@ pub enum PeerAction {
         /// The peer.
         peer: PublicKey,
     },
+    /// A candidate path answered a probe but no handshake followed on it: try the next one.
+    CandidateFailed {
+        /// The peer.
+        peer: PublicKey,
+        /// The candidate.
+        endpoint: SocketAddr,
+    },
     /// Point the peer's endpoint at our own loopback address so that nothing goes towards it.
     Park {
         /// The peer.
@@ -165,6 +190,8 @@ pub enum PeerAction {
 pub enum State {
     /// Waiting for the server to give its endpoint and say it holds ours.
     Wanted,
+    /// Probing the peer's candidates (see [`super::probing`]); the public path waits.
+    Probing,
     /// The peer holds our endpoint and starts WireGuard towards us; we wait for its handshake
     /// until `until`, then set `endpoint` ourselves.
     Yielding {
@@ -231,6 +258,8 @@ struct Tracked {
     moving: bool,
     /// The next lookups ask where this connected peer is: its path looks broken.
     ask: bool,
+    /// The endpoint set is a candidate a probe answered on, not the public endpoint.
+    candidate: Option<SocketAddr>,
 }
 
 /// The state of every peer of the interface.
@@ -345,7 +374,7 @@ impl Peers {
     /// any moment, so the interface should be read often.
     pub fn expects_handshake(&self) -> bool {
         self.peers.values().any(|t| match t.state {
-            State::Verifying { .. } | State::Yielding { .. } => true,
+            State::Verifying { .. } | State::Yielding { .. } | State::Probing => true,
             State::Wanted => t.punched.is_some(),
             _ => false,
         })
@@ -447,6 +476,7 @@ impl Peers {
                     confirm: false,
                     moving: false,
                     ask: false,
+                    candidate: None,
                 },
             );
         }
@@ -482,7 +512,7 @@ impl Peers {
             // Traffic from the peer proves the path as well as a handshake: after a move,
             // WireGuard roams within its session and makes no new handshake.
             State::Verifying { .. } if fresh || rx_grew => Some(State::Connected),
-            State::Wanted | State::Yielding { .. } if fresh => {
+            State::Wanted | State::Yielding { .. } | State::Probing if fresh => {
                 // The peer reached us first: keep the endpoint WireGuard learned, but hold the
                 // NAT mappings open from this side too.
                 if peer.keepalive != Some(policy.keepalive) {
@@ -490,6 +520,17 @@ impl Peers {
                         .push(PeerAction::SetKeepalive { peer: peer.key });
                 }
                 Some(State::Connected)
+            }
+            State::Verifying {
+                endpoint, until, ..
+            } if now >= until && tracked.candidate == Some(endpoint) => {
+                // The probe answered but the handshake never came: not the peer after all.
+                self.actions.push(PeerAction::CandidateFailed {
+                    peer: peer.key,
+                    endpoint,
+                });
+                tracked.candidate = None;
+                Some(State::Wanted)
             }
             State::Verifying {
                 endpoint,
@@ -517,7 +558,8 @@ impl Peers {
                     peer: peer.key,
                     endpoint,
                 });
-                Some(policy.verifying(endpoint, now, tracked.moving))
+                let candidate = tracked.candidate == Some(endpoint);
+                Some(policy.verifying_for(endpoint, now, tracked.moving, candidate))
             }
             State::Parked { until } if now >= until => Some(State::Wanted),
             State::Connected if policy.continuous => {
@@ -568,9 +610,88 @@ impl Peers {
             tracked.confirm = false;
             tracked.moving = false;
             tracked.ask = false;
+            tracked.candidate = None;
         }
         State::Parked {
             until: now + self.policy.park_time,
+        }
+    }
+
+    /// A wanted peer's candidates are being probed: the server's answer `endpoint` (the public
+    /// path) waits until the round ends.
+    pub fn start_probing(&mut self, peer: PublicKey, endpoint: SocketAddr) {
+        if let Some(tracked) = self.peers.get_mut(&peer) {
+            if matches!(tracked.state, State::Wanted) {
+                tracked.told = Some(endpoint);
+                tracked.state = State::Probing;
+            }
+        }
+    }
+
+    /// The probe round of `peer` ended without an answer: the public path's turn.
+    pub fn probing_failed(&mut self, peer: &PublicKey) {
+        if let Some(tracked) = self.peers.get_mut(peer) {
+            if matches!(tracked.state, State::Probing) {
+                tracked.state = State::Wanted;
+            }
+        }
+    }
+
+    /// A probe to `endpoint`, one of the peer's candidates, was answered: use it. A wanted or
+    /// probing peer gets it as its endpoint (after the yield, for the side with the higher key);
+    /// a connected one moves to it (WireGuard keeps its session, and roams back should the
+    /// peer's packets keep coming from elsewhere).
+    pub fn on_candidate(&mut self, peer: PublicKey, endpoint: SocketAddr, now: Instant) {
+        let policy = self.policy.clone();
+        let Some(tracked) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        match tracked.state {
+            State::Wanted | State::Probing => {
+                tracked.candidate = Some(endpoint);
+                if policy.own_key.is_some_and(|own| own > peer) {
+                    tracked.state = State::Yielding {
+                        endpoint,
+                        until: now + policy.yield_time,
+                    };
+                } else {
+                    self.actions
+                        .push(PeerAction::SetEndpoint { peer, endpoint });
+                    tracked.state = policy.verifying_for(endpoint, now, false, true);
+                }
+            }
+            State::Connected if tracked.endpoint != Some(endpoint) => {
+                tracked.candidate = Some(endpoint);
+                self.actions
+                    .push(PeerAction::SetEndpoint { peer, endpoint });
+            }
+            _ => {}
+        }
+    }
+
+    /// The candidate path of `peer`, if its endpoint is one.
+    pub fn candidate_path(&self, peer: &PublicKey) -> Option<SocketAddr> {
+        self.peers.get(peer).and_then(|t| t.candidate)
+    }
+
+    /// The endpoint the server last gave for `peer`.
+    pub fn told(&self, peer: &PublicKey) -> Option<SocketAddr> {
+        self.peers.get(peer).and_then(|t| t.told)
+    }
+
+    /// Choose `peer`'s path again (our addresses or its candidates changed under a candidate
+    /// path): it is wanted again, and WireGuard keeps its session meanwhile.
+    pub fn rechoose(&mut self, peer: &PublicKey) {
+        if let Some(tracked) = self.peers.get_mut(peer) {
+            if tracked.candidate.take().is_some()
+                && matches!(
+                    tracked.state,
+                    State::Connected | State::Verifying { .. } | State::Yielding { .. }
+                )
+            {
+                tracked.state = State::Wanted;
+                tracked.punched = None;
+            }
         }
     }
 
@@ -591,8 +712,25 @@ impl Peers {
         };
         let told = tracked.told.replace(endpoint);
         let moved = told.is_some_and(|t| t != endpoint) && current.endpoint != Some(endpoint);
+        if let Some(candidate) = tracked.candidate {
+            // On a candidate path the public endpoint does not matter while the path works.
+            // When it looks broken and the peer moved, choose again.
+            if matches!(tracked.state, State::Connected)
+                && policy.continuous
+                && moved
+                && tracked.ask
+            {
+                tracked.candidate = None;
+                tracked.state = State::Wanted;
+                tracing::debug!(peer = %peer, %candidate, "candidate path broken: choosing again");
+            }
+            if !matches!(tracked.state, State::Wanted) {
+                return;
+            }
+        }
         match tracked.state {
             State::Wanted | State::Yielding { .. } => {}
+            State::Probing => return,
             // Continuous mode follows a peer that moved: its NAT remapped, or its address changed.
             State::Connected | State::Verifying { .. } if policy.continuous && moved => {
                 let first = tracked.punched != Some(endpoint);
@@ -604,6 +742,7 @@ impl Peers {
                 tracked.punched = Some(endpoint);
                 tracked.floor = Some(wall);
                 tracked.moving = true;
+                tracked.candidate = None;
                 if peer_has_yours {
                     self.actions
                         .push(PeerAction::SetEndpoint { peer, endpoint });
@@ -631,6 +770,7 @@ impl Peers {
             first,
         });
         tracked.punched = Some(endpoint);
+        tracked.candidate = None;
         let yields = policy.own_key.is_some_and(|own| own > peer);
         if peer_has_yours && yields {
             if !matches!(tracked.state, State::Yielding { endpoint: e, .. } if e == endpoint) {

@@ -25,6 +25,9 @@ pub enum Refused {
     /// Only valid on one link, meaningless from a server on the internet.
     #[error("link-local address")]
     LinkLocal,
+    /// Of an address family `--family` leaves out.
+    #[error("address family left out by --family")]
+    Family,
     /// Inside a network the interface routes through its own tunnel: packets to it would loop.
     #[error("address inside the WireGuard interface's own allowed IPs")]
     InsideTunnel,

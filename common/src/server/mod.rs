@@ -6,6 +6,7 @@
 //! dropped silently and counted in [`Stats`]. The cheapest checks run first: length and type, then
 //! mac1, and only then the Diffie-Hellman of the Noise handshake.
 
+mod candidates;
 mod expiry;
 mod key_state;
 pub mod legacy;
@@ -141,6 +142,10 @@ pub struct Stats {
     pub pushes_over_budget: u64,
     /// Push acknowledgements received.
     pub push_acks: u64,
+    /// Candidate requests answered.
+    pub candidate_lookups: u64,
+    /// Candidates dropped from registrations: unusable addresses, port 0 and repeats.
+    pub candidates_trimmed: u64,
 }
 
 /// A registration whose parts are still arriving.
@@ -508,6 +513,10 @@ impl Server {
                     entries,
                 })
             }
+            Request::Candidates(request) => {
+                self.stats.candidate_lookups += 1;
+                Reply::Candidates(self.registry.candidates(&client, request, now))
+            }
             Request::PushAck(ack) => {
                 self.stats.push_acks += 1;
                 if let Some(session) = self.sessions.get_mut(&index) {
@@ -584,7 +593,10 @@ impl Server {
                 self.stats.refused_registration += 1;
                 return None;
             }
-            let local_addrs = std::mem::take(&mut assembly.local_addrs);
+            let declared = std::mem::take(&mut assembly.local_addrs);
+            let declared_len = declared.len();
+            let local_addrs = candidates::trim(declared);
+            let trimmed = declared_len - local_addrs.len();
             let watch = assembly.watch;
             session.assembly = None;
             session.committed = Some(register.generation);
@@ -597,7 +609,11 @@ impl Server {
                 watch,
                 session: index,
             };
-            let first = self.registry.get(&client, now).is_none();
+            let before = self
+                .registry
+                .get(&client, now)
+                .map(|r| r.local_addrs.clone());
+            let changed = before.as_ref() != Some(&registration.local_addrs);
             if !self.registry.register(client, registration, now) {
                 if let Some(s) = self.sessions.get_mut(&index) {
                     s.committed = None;
@@ -605,8 +621,11 @@ impl Server {
                 self.stats.refused_registration += 1;
                 return None;
             }
+            self.stats.candidates_trimmed += trimmed as u64;
             debug!(peer = %client, endpoint = %from, "registered");
-            if first {
+            // A new registration, or new candidates: the watching peers hear of it at once (a
+            // push makes them ask for the candidates again).
+            if before.is_none() || changed {
                 self.push_about(client, now);
             }
         }

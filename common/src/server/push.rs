@@ -379,6 +379,10 @@ mod tests {
         let ack = a.poll_transmit(world.now, world.wall).unwrap();
         assert_eq!(world.send(A, &ack), None);
         assert_eq!(world.server.stats().push_acks, 1);
+        // The push also asks for the peer's candidates, once; the ack is not sent again.
+        let candidates = a.poll_transmit(world.now, world.wall).unwrap();
+        assert!(world.send(A, &candidates).is_some());
+        assert_eq!(world.server.stats().candidate_lookups, 1);
         assert_eq!(a.poll_transmit(world.now, world.wall), None, "sent once");
     }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::keys::PublicKey;
-use crate::wire::Sighting;
+use crate::wire::{CandidatesReply, CandidatesRequest, Sighting};
 
 use super::expiry::{deadline, ExpiryQueue, Verdict};
 
@@ -211,6 +211,33 @@ impl Registry {
                         .is_some_and(|t| now.saturating_duration_since(t) < PUNCH_VALID)
             }),
         })
+    }
+
+    /// The candidates of the peer `request` asks about, under the same mutual consent as
+    /// [`Registry::sighting`]: nothing (and no flag) unless both are live and list each other.
+    pub fn candidates(
+        &self,
+        requester: &PublicKey,
+        request: CandidatesRequest,
+        now: Instant,
+    ) -> CandidatesReply {
+        let mut reply = CandidatesReply {
+            request_id: request.request_id,
+            peer: request.peer,
+            known: false,
+            same_public: false,
+            candidates: Vec::new(),
+        };
+        if self.sighting(requester, &request.peer, now).is_some() {
+            if let (Some(asker), Some(found)) =
+                (self.live(requester, now), self.live(&request.peer, now))
+            {
+                reply.known = true;
+                reply.same_public = asker.endpoint.ip() == found.endpoint.ip();
+                reply.candidates = found.local_addrs.clone();
+            }
+        }
+        reply
     }
 
     /// Remembers that `requester` was told `endpoint` for `target`, and with `punched` that it

@@ -6,6 +6,9 @@
 
 use std::net::SocketAddr;
 
+use super::candidates::{
+    CandidatesReply, CandidatesRequest, KIND_CANDIDATES, KIND_CANDIDATES_REPLY,
+};
 use super::endpoint::{self, ENDPOINT_LEN};
 use super::reader::Reader;
 use super::WireError;
@@ -159,6 +162,8 @@ pub enum Request {
     Lookup(Lookup),
     /// See [`PushAck`].
     PushAck(PushAck),
+    /// See [`CandidatesRequest`].
+    Candidates(CandidatesRequest),
 }
 
 /// A plaintext the server sends.
@@ -170,6 +175,8 @@ pub enum Reply {
     LookupReply(LookupReply),
     /// See [`Push`].
     Push(Push),
+    /// See [`CandidatesReply`].
+    Candidates(CandidatesReply),
 }
 
 fn keys(r: &mut Reader<'_>, count: usize) -> Result<Vec<PublicKey>, WireError> {
@@ -278,6 +285,7 @@ impl Request {
                 padding(&mut r, PUSH_ACK_LEN)?;
                 Ok(Request::PushAck(PushAck { acked }))
             }
+            KIND_CANDIDATES => Ok(Request::Candidates(CandidatesRequest::parse(&mut r)?)),
             _ => Err(WireError::UnknownType),
         }
     }
@@ -330,6 +338,7 @@ impl Request {
                 out.extend_from_slice(&[KIND_PUSH_ACK, 0, 0, 0]);
                 out.extend_from_slice(&m.acked.to_be_bytes());
             }
+            Request::Candidates(m) => m.emit(out),
         }
         pad(out, start);
         Ok(())
@@ -394,6 +403,7 @@ impl Reply {
                     sighting,
                 })
             }
+            KIND_CANDIDATES_REPLY => Reply::Candidates(CandidatesReply::parse(&mut r)?),
             _ => return Err(WireError::UnknownType),
         };
         if !r.is_empty() {
@@ -426,6 +436,7 @@ impl Reply {
                 out.extend_from_slice(m.peer.as_bytes());
                 emit_entry(Some(m.sighting), out);
             }
+            Reply::Candidates(m) => m.emit(out),
         }
     }
 }
@@ -741,7 +752,10 @@ mod tests {
                 })
             });
         let push_ack = any::<u32>().prop_map(|acked| Request::PushAck(PushAck { acked }));
-        prop_oneof![register, lookup, push_ack]
+        let candidates = (any::<u32>(), arb_key()).prop_map(|(request_id, peer)| {
+            Request::Candidates(CandidatesRequest { request_id, peer })
+        });
+        prop_oneof![register, lookup, push_ack, candidates]
     }
 
     fn arb_reply() -> impl Strategy<Value = Reply> {
@@ -782,7 +796,22 @@ mod tests {
                     entries,
                 })
             });
-        prop_oneof![ack, lookup, push]
+        let candidates = (
+            any::<u32>(),
+            arb_key(),
+            any::<bool>(),
+            proptest::collection::vec(arb_addr(), 0..=super::super::candidates::MAX_CANDIDATES),
+        )
+            .prop_map(|(request_id, peer, same_public, candidates)| {
+                Reply::Candidates(CandidatesReply {
+                    request_id,
+                    peer,
+                    known: true,
+                    same_public,
+                    candidates,
+                })
+            });
+        prop_oneof![ack, lookup, push, candidates]
     }
 
     proptest! {

@@ -1,11 +1,13 @@
 //! Codecs for every byte the protocol puts on the wire.
 
+pub mod candidates;
 pub mod endpoint;
 pub mod message;
 pub mod packet;
 pub mod probe;
 pub mod reader;
 
+pub use candidates::{CandidatesReply, CandidatesRequest};
 pub use message::{
     Lookup, LookupReply, Push, PushAck, Register, RegisterAck, Reply, Request, Sighting,
 };

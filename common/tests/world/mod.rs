@@ -82,6 +82,8 @@ pub fn config(continuous: bool) -> AgentConfig {
         timeout: Duration::from_secs(60),
         punch_ttl: None,
         family: wgpunch_common::agent::local::Family::Auto,
+        server: None,
+        seed: [0; 32],
     }
 }
 
