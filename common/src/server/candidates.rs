@@ -27,7 +27,116 @@ pub fn trim(declared: Vec<SocketAddr>) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::{Client, ClientConfig, Event};
+    use crate::server::legacy::test_support::{exchange, key, World};
+    use crate::server::ServerConfig;
     use proptest::prelude::*;
+
+    fn client(n: u8, peers: &[u8], local: &[&str], world: &World) -> Client {
+        Client::new(
+            key(n),
+            world.server.public_key(),
+            peers.iter().map(|&p| key(p).public_key()).collect(),
+            addrs(local),
+            ClientConfig::default(),
+            [n; 32],
+        )
+    }
+
+    /// What `client` is told about `peer`'s candidates, asked for now.
+    fn ask(world: &mut World, client: &mut Client, from: &str, peer: u8) -> Option<Event> {
+        client.fetch_candidates(key(peer).public_key());
+        exchange(world, client, from)
+            .into_iter()
+            .find(|e| matches!(e, Event::Candidates { .. }))
+    }
+
+    fn told(known: bool, same_public: bool, candidates: &[&str]) -> Option<Event> {
+        Some(Event::Candidates {
+            peer: key(2).public_key(),
+            known,
+            same_public,
+            candidates: addrs(candidates),
+        })
+    }
+
+    #[test]
+    fn consenting_peers_get_the_trimmed_candidates_and_whether_they_share_an_address() {
+        let mut world = World::with(ServerConfig::default());
+        let mut a = client(1, &[2], &["10.0.0.1:51820"], &world);
+        let mut b = client(
+            2,
+            &[1],
+            &["10.0.0.2:51820", "127.0.0.1:51820", "[2001:db8::2]:51820"],
+            &world,
+        );
+        exchange(&mut world, &mut a, "203.0.113.1:51820");
+        exchange(&mut world, &mut b, "203.0.113.1:1024");
+        assert_eq!(
+            ask(&mut world, &mut a, "203.0.113.1:51820", 2),
+            told(true, true, &["10.0.0.2:51820", "[2001:db8::2]:51820"])
+        );
+        assert_eq!(world.server.stats().candidates_trimmed, 1);
+        // Seen from another public address, the same candidates come without the flag.
+        assert_eq!(
+            ask(&mut world, &mut a, "198.51.100.9:4000", 2),
+            told(true, false, &["10.0.0.2:51820", "[2001:db8::2]:51820"])
+        );
+    }
+
+    #[test]
+    fn a_peer_that_does_not_list_the_asker_tells_nothing() {
+        let mut world = World::with(ServerConfig::default());
+        let mut a = client(1, &[2], &["10.0.0.1:51820"], &world);
+        let mut b = client(2, &[3], &["10.0.0.2:51820"], &world);
+        exchange(&mut world, &mut a, "203.0.113.1:51820");
+        exchange(&mut world, &mut b, "203.0.113.1:1024");
+        assert_eq!(
+            ask(&mut world, &mut a, "203.0.113.1:51820", 2),
+            told(false, false, &[])
+        );
+        // Nor does a peer that is not registered at all: the answers look alike.
+        let mut c = client(3, &[4], &[], &world);
+        exchange(&mut world, &mut c, "192.0.2.3:3");
+        c.fetch_candidates(key(4).public_key());
+        let events = exchange(&mut world, &mut c, "192.0.2.3:3");
+        assert!(events.contains(&Event::Candidates {
+            peer: key(4).public_key(),
+            known: false,
+            same_public: false,
+            candidates: vec![],
+        }));
+    }
+
+    #[test]
+    fn new_candidates_are_pushed_to_watching_peers_and_the_same_ones_are_not() {
+        let mut world = World::with(ServerConfig::default());
+        let mut a = client(1, &[2], &[], &world);
+        let mut b = client(2, &[1], &["10.0.0.2:51820"], &world);
+        exchange(&mut world, &mut a, "203.0.113.1:51820");
+        exchange(&mut world, &mut b, "198.51.100.2:51820");
+        let first = world.server.stats().pushes;
+        assert_eq!(first, 1, "the first registration");
+        b.refresh();
+        exchange(&mut world, &mut b, "198.51.100.2:51820");
+        assert_eq!(world.server.stats().pushes, first, "nothing changed");
+        b.set_local_addrs(addrs(&["10.9.0.2:51820"]));
+        exchange(&mut world, &mut b, "198.51.100.2:51820");
+        assert_eq!(world.server.stats().pushes, first + 1, "new candidates");
+        // The last push queued is the one about the new candidates.
+        let push = std::iter::from_fn(|| world.server.poll_transmit())
+            .last()
+            .unwrap();
+        a.handle_datagram(world.now, &push.datagram);
+        // The push makes a ask for the candidates again, and it hears the new ones.
+        let events = exchange(&mut world, &mut a, "203.0.113.1:51820");
+        assert!(events.contains(&Event::Candidates {
+            peer: key(2).public_key(),
+            known: true,
+            same_public: false,
+            candidates: addrs(&["10.9.0.2:51820"]),
+        }));
+    }
 
     fn addrs(list: &[&str]) -> Vec<SocketAddr> {
         list.iter().map(|a| a.parse().unwrap()).collect()
