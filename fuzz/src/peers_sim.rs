@@ -215,6 +215,7 @@ pub fn run(data: &[u8]) -> Outcome {
                 Action::Punch { peer, .. }
                 | Action::SetEndpoint { peer, .. }
                 | Action::SetKeepalive { peer }
+                | Action::CandidateFailed { peer, .. }
                 | Action::Park { peer, .. } => peer,
             };
             assert!(
@@ -275,6 +276,9 @@ fn apply(
             if let Some(p) = iface.get_mut(&peer) {
                 p.keepalive = Some(25);
             }
+        }
+        Action::CandidateFailed { endpoint, .. } => {
+            panic!("candidate {endpoint} of {peer} failed, but this simulation gives no candidates")
         }
         Action::Park { .. } => {
             punched.remove(&peer);

@@ -257,6 +257,7 @@ fn answers(server: &Server) -> u64 {
         + stats.cookie_replies
         + stats.registrations
         + stats.lookups
+        + stats.candidate_lookups
         + legacy.handshakes
         + legacy.lookups
 }
