@@ -1,4 +1,5 @@
-//! Classic BPF programs that let through only the server's replies to the WireGuard port.
+//! Classic BPF programs that let through only the server's replies, and peers' probes, to the
+//! WireGuard port.
 //!
 //! A raw `IPPROTO_UDP` socket receives a copy of every UDP datagram the host gets; these filters run
 //! in the kernel and drop everything that is not from the server to `local_port`, so the process is
@@ -198,6 +199,36 @@ pub fn ipv6_program(server: Ipv6Addr, server_port: u16, local_port: u16) -> Vec<
     finish(prog)
 }
 
+/// Offset of the payload behind the UDP header.
+const UDP_PAYLOAD_OFFSET: u32 = 8;
+
+/// The filter for a raw IPv4 `IPPROTO_UDP` socket that hears peers' probes: accepts only
+/// unfragmented UDP to `local_port` whose payload starts with the 4-byte `magic`.
+pub fn ipv4_probe_program(local_port: u16, magic: [u8; 4]) -> Vec<Insn> {
+    let mut prog = Vec::with_capacity(11);
+    prog.push(load_byte(IPV4_PROTOCOL_OFFSET));
+    require_eq(&mut prog, IPPROTO_UDP);
+    prog.push(load_half(IPV4_FRAGMENT_OFFSET));
+    require_clear(&mut prog, IPV4_FRAGMENT_MASK);
+    prog.push(Insn::stmt(BPF_LDX | BPF_B | BPF_MSH, 0));
+    prog.push(load_half_indexed(UDP_DESTINATION_PORT_OFFSET));
+    require_eq(&mut prog, u32::from(local_port));
+    prog.push(Insn::stmt(BPF_LD | BPF_W | BPF_IND, UDP_PAYLOAD_OFFSET));
+    require_eq(&mut prog, u32::from_be_bytes(magic));
+    finish(prog)
+}
+
+/// The filter for a raw IPv6 `IPPROTO_UDP` socket that hears peers' probes: accepts only UDP to
+/// `local_port` whose payload starts with `magic`. The data starts at the UDP header.
+pub fn ipv6_probe_program(local_port: u16, magic: [u8; 4]) -> Vec<Insn> {
+    let mut prog = Vec::with_capacity(6);
+    prog.push(load_half(UDP_DESTINATION_PORT_OFFSET));
+    require_eq(&mut prog, u32::from(local_port));
+    prog.push(load_word(UDP_PAYLOAD_OFFSET));
+    require_eq(&mut prog, u32::from_be_bytes(magic));
+    finish(prog)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,7 +355,12 @@ mod tests {
 
     #[test]
     fn every_jump_stays_inside_the_program() {
-        for prog in [ipv4_program(SERVER4, 1, 2), ipv6_program(SERVER6, 1, 2)] {
+        for prog in [
+            ipv4_program(SERVER4, 1, 2),
+            ipv6_program(SERVER6, 1, 2),
+            ipv4_probe_program(2, MAGIC),
+            ipv6_probe_program(2, MAGIC),
+        ] {
             for (at, insn) in prog.iter().enumerate() {
                 if insn.code & 0x07 == BPF_JMP {
                     assert!(at + 1 + usize::from(insn.jt) < prog.len());
@@ -378,5 +414,45 @@ mod tests {
         let mut other = net.clone();
         other[23] ^= 1;
         assert_eq!(run(&prog, &udp(443, 51820), &other), DROP);
+    }
+
+    const MAGIC: [u8; 4] = [0xf7, b'w', b'g', b'p'];
+
+    #[test]
+    fn ipv4_probe_program_accepts_only_probes_to_the_port() {
+        let prog = ipv4_probe_program(51820, MAGIC);
+        for options in [0, 3] {
+            let mut p = ipv4_packet(SERVER4, 17, 0x4000, options, 40000, 51820);
+            p.extend_from_slice(&MAGIC);
+            p.extend_from_slice(&[0; 76]);
+            assert_eq!(run(&prog, &p, &p), ACCEPT, "options {options}");
+            let mut other_port = p.clone();
+            other_port[(5 + options) * 4 + 3] ^= 1;
+            assert_eq!(run(&prog, &other_port, &other_port), DROP);
+            let mut not_probe = p.clone();
+            not_probe[(5 + options) * 4 + 8] = 1; // a WireGuard handshake initiation
+            assert_eq!(run(&prog, &not_probe, &not_probe), DROP);
+            let mut fragment = p.clone();
+            fragment[7] = 1;
+            assert_eq!(run(&prog, &fragment, &fragment), DROP);
+        }
+        let mut short = ipv4_packet(SERVER4, 17, 0, 0, 40000, 51820);
+        short.extend_from_slice(&MAGIC[..3]);
+        assert_eq!(run(&prog, &short, &short), DROP, "a truncated magic");
+    }
+
+    #[test]
+    fn ipv6_probe_program_accepts_only_probes_to_the_port() {
+        let prog = ipv6_probe_program(51820, MAGIC);
+        let probe = |d: u16, first: u8| {
+            let mut p = [40000u16.to_be_bytes(), d.to_be_bytes(), [0, 88], [0, 0]].concat();
+            p.push(first);
+            p.extend_from_slice(&MAGIC[1..]);
+            p
+        };
+        assert_eq!(run(&prog, &probe(51820, 0xf7), &[]), ACCEPT);
+        assert_eq!(run(&prog, &probe(51821, 0xf7), &[]), DROP);
+        assert_eq!(run(&prog, &probe(51820, 4), &[]), DROP);
+        assert_eq!(run(&prog, &probe(51820, 0xf7)[..10], &[]), DROP);
     }
 }

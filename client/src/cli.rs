@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use wgpunch_common::agent::local::{Family, Prefix};
 
 /// Exit status when every peer was resolved (or already connected).
 pub const EXIT_OK: u8 = 0;
@@ -106,6 +107,33 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Protocol::Native, env = "WGPUNCH_PROTOCOL")]
     pub protocol: Protocol,
 
+    /// Address families of the paths to peers: auto (IPv6 where both peers have a global IPv6
+    /// address, else IPv4), 4 (IPv4 only) or 6 (IPv6 only). Registered candidates follow it.
+    #[arg(long, value_enum, default_value_t = FamilyChoice::Auto, env = "WGPUNCH_FAMILY")]
+    pub family: FamilyChoice,
+
+    /// Register only the local addresses inside these prefixes as candidates where peers may
+    /// reach us (comma-separated, e.g. 192.168.0.0/16,2001:db8::/32). Default: every address of
+    /// the host's interfaces except loopback, link-local, the WireGuard interface's own and those
+    /// of container and tunnel interfaces (docker*, br-*, veth*, virbr*, wg*, tun*, tap*, ...).
+    #[arg(
+        long,
+        value_name = "PREFIXES",
+        value_delimiter = ',',
+        env = "WGPUNCH_ALLOW_CANDIDATES"
+    )]
+    pub allow_candidates: Vec<Prefix>,
+
+    /// Never register the local addresses inside these prefixes (comma-separated);
+    /// 0.0.0.0/0,::/0 registers none, and peers then only ever use our public endpoint.
+    #[arg(
+        long,
+        value_name = "PREFIXES",
+        value_delimiter = ',',
+        env = "WGPUNCH_DENY_CANDIDATES"
+    )]
+    pub deny_candidates: Vec<Prefix>,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(
         long,
@@ -137,6 +165,30 @@ impl Cli {
     /// The wait for a handshake after setting an endpoint.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout)
+    }
+}
+
+/// Which address families paths to peers may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FamilyChoice {
+    /// IPv6 where both peers have a global IPv6 address, else IPv4.
+    Auto,
+    /// IPv4 only.
+    #[value(name = "4")]
+    V4,
+    /// IPv6 only.
+    #[value(name = "6")]
+    V6,
+}
+
+impl FamilyChoice {
+    /// The agent's form of the choice.
+    pub fn family(self) -> Family {
+        match self {
+            FamilyChoice::Auto => Family::Auto,
+            FamilyChoice::V4 => Family::V4,
+            FamilyChoice::V6 => Family::V6,
+        }
     }
 }
 
@@ -206,6 +258,8 @@ mod tests {
         assert_eq!(cli.delay(), Duration::from_secs(5));
         assert_eq!(cli.interface, "wg0");
         assert_eq!(cli.protocol, Protocol::Native, "native by default");
+        assert_eq!(cli.family, FamilyChoice::Auto);
+        assert!(cli.allow_candidates.is_empty() && cli.deny_candidates.is_empty());
     }
 
     #[test]
@@ -224,5 +278,37 @@ mod tests {
         assert!(
             Cli::try_parse_from(["wgpunch-client", "--protocol", "stun", "a", "b:1", "c"]).is_err()
         );
+    }
+
+    #[test]
+    fn families_and_candidate_prefixes_are_parsed() {
+        let key = "1rwvlEQkF6vL4jA1gRzlTM7I3tuZHtdq8qkLMwBs8Uw=";
+        let cli = Cli::try_parse_from([
+            "wgpunch-client",
+            "--family",
+            "6",
+            "--allow-candidates",
+            "192.168.0.0/16,2001:db8::/32",
+            "--deny-candidates",
+            "10.0.0.0/8",
+            "wg0",
+            "demo.example:1",
+            key,
+        ])
+        .unwrap();
+        assert_eq!(cli.family.family(), Family::V6);
+        assert_eq!(cli.allow_candidates.len(), 2);
+        assert_eq!(cli.deny_candidates.len(), 1);
+        let err = Cli::try_parse_from([
+            "wgpunch-client",
+            "--allow-candidates",
+            "192.168.0.0/33",
+            "wg0",
+            "demo.example:1",
+            key,
+        ])
+        .unwrap_err();
+        assert_eq!(err.exit_code(), i32::from(EXIT_USAGE));
+        assert!(Cli::try_parse_from(["wgpunch-client", "--family", "5", "a", "b:1", key]).is_err());
     }
 }

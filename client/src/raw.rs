@@ -43,7 +43,7 @@ pub enum RawError {
 
 impl RawError {
     /// Wraps an OS error with what was being done.
-    fn io(what: &'static str) -> impl FnOnce(io::Error) -> RawError {
+    pub(crate) fn io(what: &'static str) -> impl FnOnce(io::Error) -> RawError {
         move |source| RawError::Io { what, source }
     }
 }
@@ -69,11 +69,12 @@ pub struct RawUdp {
 
 impl RawUdp {
     /// Opens raw sockets for talking to `server` from `local_port`. The source IP is the one the
-    /// kernel would route from (find it by connecting an ordinary UDP socket to `server` and reading
-    /// its local address; do not send anything on it). Works for IPv4 and IPv6 servers; an
-    /// IPv4-mapped IPv6 server address is used as the IPv4 address it maps.
-    /// After attaching the BPF filter, drains (discards) anything queued on the socket before the
-    /// filter was attached.
+    /// kernel routes from (found by connecting an ordinary UDP socket to `server` and reading its
+    /// local address; nothing is sent on it). The sockets are bound to no address, so they keep
+    /// working when the host's addresses change: [`RawUdp::refresh_source`] then finds the new
+    /// source. Works for IPv4 and IPv6 servers; an IPv4-mapped IPv6 server address is used as
+    /// the IPv4 address it maps. After attaching the BPF filter, drains (discards) anything queued
+    /// on the socket before the filter was attached.
     pub fn open(server: SocketAddr, local_port: u16) -> Result<RawUdp, RawError> {
         // Raw IPv6 sockets cannot reach IPv4 hosts: use a mapped address's IPv4 form.
         let server = canonical(server);
@@ -94,19 +95,9 @@ impl RawUdp {
         socket
             .set_nonblocking(true)
             .map_err(RawError::io("making the raw socket non-blocking"))?;
-        // Raw sockets take the port field as a protocol number (IPv6) or ignore it (IPv4): use 0.
-        socket
-            .bind(&raw_addr(local))
-            .map_err(RawError::io("binding the raw socket to the source address"))?;
-        socket
-            .connect(&raw_addr(server))
-            .map_err(RawError::io("connecting the raw socket to the server"))?;
         let punch_socket = open_raw(domain)?;
         sys::attach_filter(&punch_socket, &bpf::drop_all_program())
             .map_err(RawError::io("attaching the BPF filter to the punch socket"))?;
-        punch_socket.bind(&raw_addr(local)).map_err(RawError::io(
-            "binding the punch socket to the source address",
-        ))?;
         let raw = RawUdp {
             socket,
             punch_socket,
@@ -117,6 +108,18 @@ impl RawUdp {
         raw.drain()?;
         tracing::debug!(server = %server, local = %local, "raw UDP socket open");
         Ok(raw)
+    }
+
+    /// Finds the source address towards the server again (after the host's addresses changed)
+    /// and returns it. Datagrams leave from it from now on.
+    pub fn refresh_source(&mut self) -> Result<SocketAddr, RawError> {
+        self.local = route_source(self.server, self.local.port())?;
+        Ok(self.local)
+    }
+
+    /// The socket the server's replies arrive on, for `poll`.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.socket)
     }
 
     /// The local address packets are sent from (source IP chosen by routing + local_port).
@@ -144,7 +147,7 @@ impl RawUdp {
             })?;
         let sent = self
             .socket
-            .send(&datagram)
+            .send_to(&datagram, &raw_addr(self.server))
             .map_err(RawError::io("sending to the server through the raw socket"))?;
         if sent != datagram.len() {
             return Err(RawError::Io {
@@ -184,8 +187,24 @@ impl RawUdp {
     /// with an error for bad packets). Payloads longer than `buf` are dropped.
     pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, RawError> {
         let start = Instant::now();
-        let mut scratch = vec![0u8; RECV_BUF_LEN];
         loop {
+            if let Some(len) = self.try_recv(buf)? {
+                return Ok(Some(len));
+            }
+            let remaining = timeout.saturating_sub(start.elapsed());
+            if remaining.is_zero() {
+                return Ok(None);
+            }
+            sys::wait_readable(&self.socket, remaining)
+                .map_err(RawError::io("waiting for the raw socket"))?;
+        }
+    }
+
+    /// Like [`RawUdp::recv`] but without waiting: the first acceptable datagram already queued,
+    /// or Ok(None) once the queue holds no more.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>, RawError> {
+        let mut scratch = vec![0u8; RECV_BUF_LEN];
+        for _ in 0..DRAIN_LIMIT {
             match sys::recv_from(&self.socket, &mut scratch) {
                 Ok((len, from)) => {
                     let data = scratch.get(..len).unwrap_or_default();
@@ -200,25 +219,15 @@ impl RawUdp {
                         Err(reason) => self.drop_packet(reason),
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let remaining = timeout.saturating_sub(start.elapsed());
-                    if remaining.is_zero() {
-                        return Ok(None);
-                    }
-                    sys::wait_readable(&self.socket, remaining)
-                        .map_err(RawError::io("waiting for the raw socket"))?;
-                    continue;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_icmp_error(&e) => {
                     tracing::debug!(server = %self.server, error = %e, "ignoring an ICMP error");
                 }
                 Err(e) => return Err(RawError::io("receiving from the raw socket")(e)),
             }
-            if start.elapsed() >= timeout {
-                return Ok(None);
-            }
         }
+        Ok(None)
     }
 
     /// Parses one received packet and returns its payload if it is from the server to local_port.
@@ -229,8 +238,7 @@ impl RawUdp {
                 let destination = Some(IpAddr::V4(packet.destination));
                 (Some(IpAddr::V4(packet.source)), destination, packet.udp)
             }
-            // The data starts at the UDP header; the source comes from recvfrom, and the kernel
-            // only delivers to the address the socket is bound to.
+            // The data starts at the UDP header; the source comes from recvfrom.
             SocketAddr::V6(_) => (from, None, packet::parse_udp(data).map_err(reason)?),
         };
         if source != Some(self.server.ip()) || udp.source_port != self.server.port() {
@@ -266,7 +274,7 @@ impl RawUdp {
 }
 
 /// The static reason for a parse error, for the trace log.
-fn reason(e: PacketError) -> &'static str {
+pub(crate) fn reason(e: PacketError) -> &'static str {
     match e {
         PacketError::PayloadTooLong => "payload too long",
         PacketError::MixedFamilies => "mixed address families",
@@ -282,7 +290,7 @@ fn reason(e: PacketError) -> &'static str {
 /// Whether `e` is an error the kernel reports on a raw socket because an ICMP error arrived for
 /// some UDP datagram (ours or anyone's from this address). It is about an earlier packet, so a
 /// receive goes on waiting.
-fn is_icmp_error(e: &io::Error) -> bool {
+pub(crate) fn is_icmp_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(
@@ -301,7 +309,7 @@ fn is_icmp_error(e: &io::Error) -> bool {
 
 /// The address to send from: the source IP the kernel routes from towards `server`, found by
 /// connecting (never sending on) an ordinary UDP socket, with `local_port`.
-fn route_source(server: SocketAddr, local_port: u16) -> Result<SocketAddr, RawError> {
+pub(crate) fn route_source(server: SocketAddr, local_port: u16) -> Result<SocketAddr, RawError> {
     let any: SocketAddr = match server {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -323,14 +331,14 @@ fn route_source(server: SocketAddr, local_port: u16) -> Result<SocketAddr, RawEr
 }
 
 /// `addr` with port 0, as raw sockets want it.
-fn raw_addr(addr: SocketAddr) -> SockAddr {
+pub(crate) fn raw_addr(addr: SocketAddr) -> SockAddr {
     let mut addr = addr;
     addr.set_port(0);
     SockAddr::from(addr)
 }
 
 /// Opens a raw UDP socket, naming the missing capability when that is the reason it fails.
-fn open_raw(domain: Domain) -> Result<Socket, RawError> {
+pub(crate) fn open_raw(domain: Domain) -> Result<Socket, RawError> {
     Socket::new(domain, Type::RAW, Some(Protocol::UDP)).map_err(|e| match e.raw_os_error() {
         Some(libc::EPERM | libc::EACCES) => RawError::NeedCapNetRaw,
         _ => RawError::Io {

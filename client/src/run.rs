@@ -7,16 +7,20 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, Context as _, Result};
 use tracing::{debug, info, warn};
 use wgpunch_common::agent::discovery::{Discovery, Legacy};
+use wgpunch_common::agent::local::LocalAddr;
 use wgpunch_common::agent::{Action, Agent, AgentConfig, Notice, Outcome};
 use wgpunch_common::client::{Client, ClientConfig, Event};
 use wgpunch_common::keys::PublicKey;
 use wgpunch_common::legacy::client::{LegacyClient, LegacyConfig};
 use wgpunch_common::wire::packet::TRANSPORT_MAX_LEN;
 
+use crate::addrs::{self, CandidateFilter};
 use crate::cli::{Cli, Protocol, EXIT_NO_HANDSHAKE, EXIT_NO_SERVER, EXIT_OK, EXIT_UNRESOLVED};
 use crate::iface::{self, Interface};
-use crate::privileges;
+use crate::probes::ProbeSockets;
 use crate::raw::RawUdp;
+use crate::watch::AddressWatch;
+use crate::{privileges, sys};
 
 /// Resolves `HOST:PORT` to one socket address.
 pub fn resolve_server(server: &str) -> Result<SocketAddr> {
@@ -44,7 +48,7 @@ fn agent_config(cli: &Cli) -> AgentConfig {
         delay: cli.delay(),
         timeout: cli.timeout(),
         punch_ttl: cli.punch_ttl,
-        family: wgpunch_common::agent::local::Family::Auto,
+        family: cli.family.family(),
         server: None,
         seed: [0; 32],
     }
@@ -64,6 +68,16 @@ pub fn run(cli: &Cli) -> Result<u8> {
     let raw = RawUdp::open(server, iface.listen_port)
         .with_context(|| format!("opening raw UDP sockets towards {server}"))?;
     info!(server = %server, local = %raw.local_addr(), protocol = ?cli.protocol, "talking to the server from the WireGuard port");
+    let probes = ProbeSockets::open(iface.listen_port)
+        .context("opening raw UDP sockets for probing the peers' candidates")?;
+    let watch = AddressWatch::open().context("subscribing to the host's address changes")?;
+    let filter = CandidateFilter {
+        wireguard: cli.interface.clone(),
+        allow: cli.allow_candidates.clone(),
+        deny: cli.deny_candidates.clone(),
+        family: cli.family.family(),
+    };
+    let candidates = read_candidates(&filter)?;
     privileges::drop_net_raw().context("giving up CAP_NET_RAW after opening the raw sockets")?;
     debug!(
         still_has_net_raw = privileges::has_net_raw(),
@@ -80,7 +94,10 @@ pub fn run(cli: &Cli) -> Result<u8> {
             iface.private_key.clone(),
             server_key,
             iface.peers.iter().map(|p| p.key).collect(),
-            vec![raw.local_addr()],
+            candidates
+                .iter()
+                .map(|a| SocketAddr::new(a.ip, iface.listen_port))
+                .collect(),
             ClientConfig::default(),
             seed,
         ))),
@@ -94,11 +111,18 @@ pub fn run(cli: &Cli) -> Result<u8> {
             config.natpunch_go_grace(),
         ))),
     };
-    let agent = Agent::new(
+    let mut agent = Agent::new(
         config,
         discovery,
         raw.local_addr(),
         iface.snapshot(),
+        Instant::now(),
+        SystemTime::now(),
+    );
+    info!(candidates = %describe(&candidates), "registering these local addresses as candidates");
+    agent.handle_addresses(
+        raw.local_addr(),
+        candidates,
         Instant::now(),
         SystemTime::now(),
     );
@@ -107,9 +131,30 @@ pub fn run(cli: &Cli) -> Result<u8> {
         server,
         iface,
         raw,
+        probes,
+        watch,
+        filter,
         agent,
     }
     .run()
+}
+
+/// The host's candidate addresses now.
+fn read_candidates(filter: &CandidateFilter) -> Result<Vec<LocalAddr>> {
+    let all = addrs::read().context("listing the host's addresses")?;
+    Ok(filter.select(&all))
+}
+
+/// `192.168.1.20/24, 2001:db8::20/64`, or `none`.
+fn describe(addrs: &[LocalAddr]) -> String {
+    if addrs.is_empty() {
+        return "none".to_owned();
+    }
+    addrs
+        .iter()
+        .map(|a| format!("{}/{}", a.ip, a.prefix))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The IO around the agent.
@@ -118,6 +163,9 @@ struct Driver<'a> {
     server: SocketAddr,
     iface: Interface,
     raw: RawUdp,
+    probes: ProbeSockets,
+    watch: AddressWatch,
+    filter: CandidateFilter,
     agent: Agent,
 }
 
@@ -143,15 +191,57 @@ impl Driver<'_> {
             let wait = wake
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1));
-            if let Some(len) = self
-                .raw
-                .recv(&mut buf, wait)
-                .context("receiving from the server")?
-            {
-                let datagram = buf.get(..len).unwrap_or_default();
-                self.agent
-                    .handle_datagram(Instant::now(), SystemTime::now(), datagram);
+            let ready = {
+                let mut fds = vec![self.raw.fd(), self.watch.fd()];
+                fds.extend(self.probes.fds());
+                sys::wait_any(&fds, wait).context("waiting for the sockets")?
+            };
+            if ready.first() == Some(&true) {
+                while let Some(len) = self
+                    .raw
+                    .try_recv(&mut buf)
+                    .context("receiving from the server")?
+                {
+                    let datagram = buf.get(..len).unwrap_or_default();
+                    self.agent
+                        .handle_datagram(Instant::now(), SystemTime::now(), datagram);
+                }
             }
+            if ready.get(1) == Some(&true)
+                && self.watch.drain().context("reading address changes")?
+            {
+                self.addresses_changed();
+            }
+            if ready.iter().skip(2).any(|r| *r) {
+                for probe in self.probes.recv().context("receiving probes")? {
+                    self.agent.handle_probe(
+                        Instant::now(),
+                        SystemTime::now(),
+                        probe.from,
+                        &probe.payload,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The host's addresses may have changed: read them and the route to the server again.
+    fn addresses_changed(&mut self) {
+        let source = match self.raw.refresh_source() {
+            Ok(source) => source,
+            Err(e) => {
+                // No route to the server right now (the link is down): keep the old source; the
+                // next change brings the route back.
+                debug!(error = %e, "no route to the server after an address change");
+                self.raw.local_addr()
+            }
+        };
+        match read_candidates(&self.filter) {
+            Ok(candidates) => {
+                self.agent
+                    .handle_addresses(source, candidates, Instant::now(), SystemTime::now())
+            }
+            Err(e) => warn!(error = %e, "re-reading the host's addresses failed"),
         }
     }
 
@@ -202,7 +292,11 @@ impl Driver<'_> {
                     warn!(error = %e, "re-reading the interface failed");
                 }
             },
-            Action::Probe { .. } => {}
+            Action::Probe { peer, to, payload } => {
+                if let Err(e) = self.probes.send(to, &payload) {
+                    debug!(peer = %peer, to = %to, error = %e, "probe not sent");
+                }
+            }
             Action::Notice(notice) => self.log(notice),
             Action::Exit(outcome) => return Ok(Some(self.report(outcome))),
         }

@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -58,6 +58,25 @@ pub fn wait_readable(socket: &Socket, timeout: Duration) -> io::Result<bool> {
     match nix::poll::poll(&mut fds, poll_timeout) {
         Ok(ready) => Ok(ready > 0),
         Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(errno) => Err(io::Error::from(errno)),
+    }
+}
+
+/// Waits until one of `fds` is readable (or has a pending error) or `timeout` has passed, and
+/// returns which are ready (all false on timeout or an interrupted wait).
+pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<bool>> {
+    let millis = timeout.as_nanos().div_ceil(1_000_000);
+    let poll_timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+    let mut polled: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    match nix::poll::poll(&mut polled, poll_timeout) {
+        Ok(_) => Ok(polled
+            .iter()
+            .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+            .collect()),
+        Err(nix::errno::Errno::EINTR) => Ok(vec![false; fds.len()]),
         Err(errno) => Err(io::Error::from(errno)),
     }
 }
