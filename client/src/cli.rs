@@ -126,6 +126,7 @@ pub struct Cli {
 
     /// Never register the local addresses inside these prefixes (comma-separated);
     /// 0.0.0.0/0,::/0 registers none, and peers then only ever use our public endpoint.
+    /// Default: none denied beyond the interfaces left out by default (see --allow-candidates).
     #[arg(
         long,
         value_name = "PREFIXES",
