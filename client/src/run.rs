@@ -353,8 +353,12 @@ impl Driver<'_> {
             }) => {
                 debug!(peer = %peer, known, same_public, ?candidates, "server told the peer's candidates")
             }
-            Notice::CandidateAnswered { peer, endpoint } => {
-                info!(peer = %peer, endpoint = %endpoint, "the peer answered at its candidate {endpoint}; using that path")
+            Notice::CandidateAnswered {
+                peer,
+                endpoint,
+                rtt,
+            } => {
+                info!(peer = %peer, endpoint = %endpoint, rtt_ms = rtt.as_secs_f64() * 1e3, "the peer answered at its candidate {endpoint}; using that path")
             }
             Notice::CandidateFailed { peer, endpoint } => {
                 warn!(peer = %peer, endpoint = %endpoint, "no WireGuard handshake came through the candidate {endpoint}; trying another path")

@@ -192,6 +192,8 @@ pub enum Notice {
         peer: PublicKey,
         /// The candidate.
         endpoint: SocketAddr,
+        /// From the ping to its pong.
+        rtt: Duration,
     },
     /// No WireGuard handshake followed on a candidate that answered a probe; the next one (or
     /// the public endpoint) is tried.
@@ -519,12 +521,14 @@ impl Agent {
         let is_peer = self.snapshot.peer(&probe.sender).is_some();
         let told = self.peers.told(&probe.sender);
         match self.prober.handle_probe(now, from, probe, is_peer, told) {
-            Some(Heard::Answered { peer, addr }) => {
+            Some(Heard::Answered { peer, addr, rtt }) => {
                 self.notice(Notice::CandidateAnswered {
                     peer,
                     endpoint: addr,
+                    rtt,
                 });
-                self.peers.on_candidate(peer, addr, now);
+                self.peers
+                    .on_candidate(peer, addr, probing::answer_wait(rtt), now);
                 self.take_peer_actions(now);
             }
             Some(Heard::Unexpected { peer }) => self.discovery.fetch_candidates(peer),

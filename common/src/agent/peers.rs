@@ -641,7 +641,16 @@ impl Peers {
     /// probing peer gets it as its endpoint (after the yield, for the side with the higher key);
     /// a connected one moves to it (WireGuard keeps its session, and roams back should the
     /// peer's packets keep coming from elsewhere).
-    pub fn on_candidate(&mut self, peer: PublicKey, endpoint: SocketAddr, now: Instant) {
+    ///
+    /// `peer_wait` bounds how long the side with the higher key yields here: on a path the probes
+    /// just measured, the peer's handshake comes within a few round trips or not at all.
+    pub fn on_candidate(
+        &mut self,
+        peer: PublicKey,
+        endpoint: SocketAddr,
+        peer_wait: Duration,
+        now: Instant,
+    ) {
         let policy = self.policy.clone();
         let Some(tracked) = self.peers.get_mut(&peer) else {
             return;
@@ -652,7 +661,7 @@ impl Peers {
                 if policy.own_key.is_some_and(|own| own > peer) {
                     tracked.state = State::Yielding {
                         endpoint,
-                        until: now + policy.yield_time,
+                        until: now + policy.yield_time.min(peer_wait),
                     };
                 } else {
                     self.actions
@@ -887,6 +896,33 @@ mod tests {
         );
         assert_eq!(peers.state(&A), Some(State::Connected));
         assert!(peers.is_settled());
+    }
+
+    #[test]
+    fn a_candidate_path_is_set_at_once_or_after_a_yield_bounded_by_its_round_trips() {
+        let now = Instant::now();
+        let lan: SocketAddr = "10.0.0.3:51820".parse().unwrap();
+        let mut lower = waiting(false, now);
+        lower.on_candidate(A, lan, Duration::from_millis(200), now);
+        assert_eq!(
+            actions(&mut lower),
+            vec![PeerAction::SetEndpoint {
+                peer: A,
+                endpoint: lan
+            }],
+            "with no key of ours to compare, nobody yields"
+        );
+
+        let mut policy = policy(false);
+        policy.own_key = Some(PublicKey([9; 32]));
+        let mut higher = Peers::new(policy, &[peer(None, None, 0)], now, SystemTime::now());
+        higher.on_candidate(A, lan, Duration::from_millis(200), now);
+        assert!(actions(&mut higher).is_empty(), "the higher key yields");
+        assert_eq!(
+            higher.next_deadline(),
+            Some(now + Duration::from_millis(200)),
+            "for the measured wait, not the whole yield time"
+        );
     }
 
     #[test]

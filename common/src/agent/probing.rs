@@ -37,6 +37,14 @@ pub const PROBE_BUDGET: u32 = 256;
 /// The budget's window.
 pub const PROBE_WINDOW: Duration = Duration::from_secs(1);
 
+/// How long the side that yields to the peer's WireGuard (see
+/// [`super::peers::PeerPolicy::yield_time`]) waits on a candidate path whose pong came `rtt`
+/// after its ping: the peer hears its own pong at most one ping interval later, and its
+/// handshake needs about one more round trip to reach us.
+pub fn answer_wait(rtt: Duration) -> Duration {
+    PROBE_INTERVAL + rtt.saturating_mul(3) + Duration::from_millis(20)
+}
+
 /// A peer's candidates as the server gave them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerCandidates {
@@ -105,10 +113,23 @@ impl PeerCandidates {
 
 #[derive(Debug)]
 struct Round {
-    /// Each target with the txid of its pings.
+    /// Each target with the txid of its first ping; ping `n` carries that txid plus `n`.
     targets: Vec<(SocketAddr, u64)>,
+    /// When ping `n` went out (to every target at once); at most one per [`PROBE_INTERVAL`]
+    /// of [`PROBE_WAIT`].
+    sent: Vec<Instant>,
     next_ping: Instant,
     until: Instant,
+}
+
+impl Round {
+    /// When the ping that `txid` answers went to `addr`, if it is one of ours.
+    fn ping_sent(&self, addr: SocketAddr, txid: u64) -> Option<Instant> {
+        self.targets.iter().find_map(|(to, first)| {
+            let n = usize::try_from(txid.wrapping_sub(*first)).ok()?;
+            (*to == addr).then(|| self.sent.get(n).copied()).flatten()
+        })
+    }
 }
 
 /// A probe to send.
@@ -131,6 +152,8 @@ pub enum Heard {
         peer: PublicKey,
         /// The candidate that answered.
         addr: SocketAddr,
+        /// From the ping to its pong.
+        rtt: Duration,
     },
     /// A ping from a peer we hold no candidates for that match its source: ask the server.
     Unexpected {
@@ -244,6 +267,7 @@ impl Prober {
             peer,
             Round {
                 targets,
+                sent: Vec::new(),
                 next_ping: now,
                 until: now + PROBE_WAIT,
             },
@@ -265,7 +289,14 @@ impl Prober {
                 ended.push(*peer);
             } else if now >= round.next_ping {
                 round.next_ping = now + PROBE_INTERVAL;
-                due.extend(round.targets.iter().map(|(to, txid)| (*peer, *to, *txid)));
+                let n = round.sent.len() as u64;
+                round.sent.push(now);
+                due.extend(
+                    round
+                        .targets
+                        .iter()
+                        .map(|(to, first)| (*peer, *to, first.wrapping_add(n))),
+                );
             }
         }
         for (peer, to, txid) in due {
@@ -334,15 +365,13 @@ impl Prober {
                 }
             }
             ProbeKind::Pong => {
-                let round = self.rounds.get(&peer)?;
-                round
-                    .targets
-                    .iter()
-                    .any(|(addr, txid)| *addr == from && *txid == probe.txid)
-                    .then(|| {
-                        self.rounds.remove(&peer);
-                        Heard::Answered { peer, addr: from }
-                    })
+                let sent = self.rounds.get(&peer)?.ping_sent(from, probe.txid)?;
+                self.rounds.remove(&peer);
+                Some(Heard::Answered {
+                    peer,
+                    addr: from,
+                    rtt: now.saturating_duration_since(sent),
+                })
             }
         }
     }
@@ -471,22 +500,60 @@ mod tests {
             prober.handle_probe(now, addr("10.0.0.3:51820"), pong, true, None),
             None
         );
-        let forged = Probe {
-            txid: pong.txid ^ 1,
-            ..pong
-        };
+        for txid in [pong.txid ^ (1 << 40), pong.txid.wrapping_add(1)] {
+            let forged = Probe { txid, ..pong };
+            assert_eq!(
+                prober.handle_probe(now, pings[1].to, forged, true, None),
+                None,
+                "a txid of no ping sent"
+            );
+        }
+        let later = now + Duration::from_millis(3);
         assert_eq!(
-            prober.handle_probe(now, pings[1].to, forged, true, None),
-            None
-        );
-        assert_eq!(
-            prober.handle_probe(now, pings[1].to, pong, true, None),
+            prober.handle_probe(later, pings[1].to, pong, true, None),
             Some(Heard::Answered {
                 peer: PEER,
-                addr: pings[1].to
+                addr: pings[1].to,
+                rtt: Duration::from_millis(3),
             })
         );
         assert!(!prober.is_probing(&PEER));
+    }
+
+    #[test]
+    fn the_round_trip_counts_from_the_ping_that_was_answered() {
+        let now = Instant::now();
+        let mut prober = Prober::new(US, [7; 32]);
+        prober.start(PEER, &given(&["10.0.0.3:51820"]), now);
+        let mut pings = Vec::new();
+        for n in 0..3u32 {
+            prober.handle_timeout(now + PROBE_INTERVAL * n);
+            pings.extend(std::iter::from_fn(|| prober.poll_transmit()));
+        }
+        let txids: Vec<u64> = pings
+            .iter()
+            .map(|p| Probe::parse(&p.payload).unwrap().txid)
+            .collect();
+        assert_eq!(txids.len(), 3);
+        assert!(
+            txids[0] != txids[1] && txids[1] != txids[2],
+            "one txid per ping"
+        );
+        // The second ping's pong comes after the third went out: the round trip is the second's.
+        let pong = Probe::parse(&pings[1].payload).unwrap().pong();
+        let heard = prober.handle_probe(
+            now + PROBE_INTERVAL * 2 + Duration::from_millis(4),
+            pings[1].to,
+            pong,
+            true,
+            None,
+        );
+        let Some(Heard::Answered { rtt, .. }) = heard else {
+            panic!("no answer: {heard:?}");
+        };
+        assert_eq!(rtt, PROBE_INTERVAL + Duration::from_millis(4));
+        assert!(answer_wait(Duration::from_millis(1)) < Duration::from_millis(200));
+        assert!(answer_wait(Duration::from_millis(300)) > Duration::from_secs(1));
     }
 
     #[test]
