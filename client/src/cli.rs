@@ -116,24 +116,14 @@ pub struct Cli {
     /// reach us (comma-separated, e.g. 192.168.0.0/16,2001:db8::/32). Default: every address of
     /// the host's interfaces except loopback, link-local, the WireGuard interface's own and those
     /// of container and tunnel interfaces (docker*, br-*, veth*, virbr*, wg*, tun*, tap*, ...).
-    #[arg(
-        long,
-        value_name = "PREFIXES",
-        value_delimiter = ',',
-        env = "WGPUNCH_ALLOW_CANDIDATES"
-    )]
-    pub allow_candidates: Vec<Prefix>,
+    #[arg(long, value_name = "PREFIXES", env = "WGPUNCH_ALLOW_CANDIDATES")]
+    pub allow_candidates: Option<Prefixes>,
 
     /// Never register the local addresses inside these prefixes (comma-separated);
     /// 0.0.0.0/0,::/0 registers none, and peers then only ever use our public endpoint.
     /// Default: none denied beyond the interfaces left out by default (see --allow-candidates).
-    #[arg(
-        long,
-        value_name = "PREFIXES",
-        value_delimiter = ',',
-        env = "WGPUNCH_DENY_CANDIDATES"
-    )]
-    pub deny_candidates: Vec<Prefix>,
+    #[arg(long, value_name = "PREFIXES", env = "WGPUNCH_DENY_CANDIDATES")]
+    pub deny_candidates: Option<Prefixes>,
 
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(
@@ -143,6 +133,23 @@ pub struct Cli {
         default_value = "info"
     )]
     pub log: String,
+}
+
+/// A comma-separated list of IP prefixes; empty (as an env file's `NAME=` line) is no prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prefixes(pub Vec<Prefix>);
+
+impl std::str::FromStr for Prefixes {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| item.parse::<Prefix>().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
 }
 
 /// Accepts a server key only in WireGuard's base64 form, so a bad key is a usage error (exit 2).
@@ -166,6 +173,16 @@ impl Cli {
     /// The wait for a handshake after setting an endpoint.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout)
+    }
+
+    /// The prefixes of `--allow-candidates` (none: every address qualifies).
+    pub fn allowed_candidates(&self) -> Vec<Prefix> {
+        self.allow_candidates.clone().unwrap_or_default().0
+    }
+
+    /// The prefixes of `--deny-candidates`.
+    pub fn denied_candidates(&self) -> Vec<Prefix> {
+        self.deny_candidates.clone().unwrap_or_default().0
     }
 }
 
@@ -260,7 +277,7 @@ mod tests {
         assert_eq!(cli.interface, "wg0");
         assert_eq!(cli.protocol, Protocol::Native, "native by default");
         assert_eq!(cli.family, FamilyChoice::Auto);
-        assert!(cli.allow_candidates.is_empty() && cli.deny_candidates.is_empty());
+        assert!(cli.allowed_candidates().is_empty() && cli.denied_candidates().is_empty());
     }
 
     #[test]
@@ -298,8 +315,14 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.family.family(), Family::V6);
-        assert_eq!(cli.allow_candidates.len(), 2);
-        assert_eq!(cli.deny_candidates.len(), 1);
+        assert_eq!(cli.allowed_candidates().len(), 2);
+        assert_eq!(cli.denied_candidates().len(), 1);
+        assert_eq!(
+            " , ".parse::<Prefixes>(),
+            Ok(Prefixes::default()),
+            "empty is none"
+        );
+        assert!("10.0.0.0/8,bogus".parse::<Prefixes>().is_err());
         let err = Cli::try_parse_from([
             "wgpunch-client",
             "--allow-candidates",

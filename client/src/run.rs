@@ -73,8 +73,8 @@ pub fn run(cli: &Cli) -> Result<u8> {
     let watch = AddressWatch::open().context("subscribing to the host's address changes")?;
     let filter = CandidateFilter {
         wireguard: cli.interface.clone(),
-        allow: cli.allow_candidates.clone(),
-        deny: cli.deny_candidates.clone(),
+        allow: cli.allowed_candidates(),
+        deny: cli.denied_candidates(),
         family: cli.family.family(),
     };
     let candidates = read_candidates(&filter)?;
