@@ -39,10 +39,10 @@ mod conntrack;
 mod world;
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -166,10 +166,18 @@ pub fn nat_ruleset(kind: NatKind, wan_ip: Ipv4Addr, range: &RangeInclusive<u16>)
     if kind.filters_inbound() {
         rules.push_str("table inet wgpe_filter {\n");
         for chain in ["input", "forward"] {
+            // IPv6 neighbour discovery must reach the router itself, or the internet router
+            // cannot resolve its address and nothing is routed to its LAN (ARP is not IP).
+            let discovery = if chain == "input" {
+                "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n        "
+            } else {
+                ""
+            };
             rules.push_str(&format!(
                 "    chain {chain} {{\n        \
                      type filter hook {chain} priority filter; policy accept;\n        \
                      ct state established,related accept\n        \
+                     {discovery}\
                      iifname \"{WAN_IF}\" drop\n    \
                  }}\n"
             ));
@@ -210,12 +218,30 @@ fn lan_link(r: u8) -> (Ipv4Addr, Ipv4Addr) {
     )
 }
 
+/// Site `k`'s IPv6 link in a dual-stack internet: (router's address, site's address), /64.
+fn site_link_v6(k: u8) -> (Ipv6Addr, Ipv6Addr) {
+    let net = 0x2001_0db8_0000_0000_u128 << 64 | u128::from(k) << 64;
+    (Ipv6Addr::from(net | 1), Ipv6Addr::from(net | 2))
+}
+
+/// NAT LAN `r`'s IPv6 /64 in a dual-stack internet (routed, not translated): the router's
+/// address, and host `i`'s.
+fn lan_link_v6(r: u8, i: u8) -> (Ipv6Addr, Ipv6Addr) {
+    let net = 0x2001_0db8_0001_0000_u128 << 64 | u128::from(r) << 64;
+    (
+        Ipv6Addr::from(net | 1),
+        Ipv6Addr::from(net | (2 + u128::from(i))),
+    )
+}
+
 /// The "internet": a router namespace with one point-to-point link per attached site.
 #[derive(Debug)]
 pub struct Internet {
     router: Netns,
     next_site: AtomicU8,
     next_lan: AtomicU8,
+    /// Sites and LANs also get IPv6 addresses from 2001:db8::/32.
+    dual_stack: bool,
 }
 
 impl Internet {
@@ -227,7 +253,25 @@ impl Internet {
             router,
             next_site: AtomicU8::new(0),
             next_lan: AtomicU8::new(0),
+            dual_stack: false,
         })
+    }
+
+    /// An internet where every site and NAT LAN also has IPv6: site `k` 2001:db8:0:k::2/64
+    /// (the router ::1), NAT LAN `r` 2001:db8:1:r::/64, routed through its NAT router without
+    /// translation (a [`NatKind`] with a stateful firewall filters it too, as home routers do).
+    pub fn dual_stack() -> Result<Self> {
+        let mut internet = Self::new()?;
+        internet
+            .router
+            .sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        internet.dual_stack = true;
+        Ok(internet)
+    }
+
+    /// Whether sites get IPv6 too.
+    pub fn is_dual_stack(&self) -> bool {
+        self.dual_stack
     }
 
     /// The router's namespace.
@@ -248,46 +292,101 @@ impl Internet {
         self.router.addr_add(&port, &format!("{gateway}/29"))?;
         ns.addr_add(ifname, &format!("{addr}/29"))?;
         ns.route_add("default", &gateway.to_string())?;
+        if self.dual_stack {
+            let (gateway, addr) = site_link_v6(k);
+            self.router.addr_add(&port, &format!("{gateway}/64"))?;
+            ns.addr_add(ifname, &format!("{addr}/64"))?;
+            ns.route_add("default", &gateway.to_string())?;
+        }
         Ok(addr)
+    }
+
+    /// The IPv6 address of the site whose IPv4 address is `site` (a dual-stack internet).
+    fn site_v6(site: Ipv4Addr) -> Ipv6Addr {
+        site_link_v6(site.octets()[3] / 8).1
     }
 
     /// A host (namespace `label`) attached directly, no NAT.
     pub fn public_host(&self, label: &str) -> Result<Host> {
         let ns = Netns::new(label)?;
         let ip = self.attach(&ns, HOST_IF)?;
-        Ok(Host { ns, ip, nat: None })
+        let ipv6 = self.dual_stack.then(|| Self::site_v6(ip));
+        Ok(Host {
+            ns,
+            ip,
+            ipv6,
+            nat: None,
+        })
     }
 
     /// A NAT router of `kind` (namespace `<label>-nat`) with one host (namespace `label`) on
     /// its LAN.
     pub fn nat_host(&self, label: &str, kind: NatKind) -> Result<Host> {
+        let mut hosts = self.shared_nat(&format!("{label}-nat"), kind, &[label])?;
+        hosts
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("a NAT LAN without its host"))
+    }
+
+    /// A NAT router of `kind` (namespace `router`) whose LAN is a switch (the bridge
+    /// [`LAN_IF`] in the router's namespace) with one host per label, at .2, .3, ... of the
+    /// LAN's /26. The router does not hairpin: a host sending to the router's public address
+    /// reaches the router, not the other host, as with most home routers.
+    pub fn shared_nat(&self, router: &str, kind: NatKind, labels: &[&str]) -> Result<Vec<Host>> {
         let r = self.next_lan.fetch_add(1, Ordering::Relaxed);
         ensure!(
             r < MAX_LANS,
             "an internet holds at most {MAX_LANS} NAT LANs"
         );
-        let router = Netns::new(&format!("{label}-nat"))?;
+        ensure!(labels.len() <= 60, "a NAT LAN holds at most 60 hosts");
+        let router = Netns::new(router)?;
         let wan_ip = self.attach(&router, WAN_IF)?;
         router.sysctl("net.ipv4.ip_forward", "1")?;
-        let nat = NatRouter {
+        let nat = Arc::new(NatRouter {
             ns: router,
             kind,
             wan_ip: Mutex::new(wan_ip),
             range: Mutex::new(SNAT_RANGE),
-        };
+        });
         nat.load_rules()?;
-
-        let ns = Netns::new(label)?;
-        let (gateway, ip) = lan_link(r);
-        nat.ns.veth(LAN_IF, &ns, HOST_IF)?;
+        let (gateway, _) = lan_link(r);
+        nat.ns.ip(["link", "add", LAN_IF, "type", "bridge"])?;
+        nat.ns.link_up(LAN_IF)?;
         nat.ns.addr_add(LAN_IF, &format!("{gateway}/26"))?;
-        ns.addr_add(HOST_IF, &format!("{ip}/26"))?;
-        ns.route_add("default", &gateway.to_string())?;
-        Ok(Host {
-            ns,
-            ip,
-            nat: Some(nat),
-        })
+        if self.dual_stack {
+            nat.ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+            let (v6_gateway, _) = lan_link_v6(r, 0);
+            nat.ns.addr_add(LAN_IF, &format!("{v6_gateway}/64"))?;
+            self.router.route_add(
+                &format!("{}/64", lan_link_v6(r, 0).0),
+                &Self::site_v6(wan_ip).to_string(),
+            )?;
+        }
+        let mut hosts = Vec::with_capacity(labels.len());
+        for (i, label) in (0u8..).zip(labels) {
+            let ns = Netns::new(label)?;
+            let port = format!("{LAN_IF}p{i}");
+            nat.ns.veth(&port, &ns, HOST_IF)?;
+            nat.ns.ip(["link", "set", &port, "master", LAN_IF])?;
+            let ip = Ipv4Addr::from(u32::from(gateway) + 1 + u32::from(i));
+            ns.addr_add(HOST_IF, &format!("{ip}/26"))?;
+            ns.route_add("default", &gateway.to_string())?;
+            let ipv6 = if self.dual_stack {
+                let (v6_gateway, v6) = lan_link_v6(r, i);
+                ns.addr_add(HOST_IF, &format!("{v6}/64"))?;
+                ns.route_add("default", &v6_gateway.to_string())?;
+                Some(v6)
+            } else {
+                None
+            };
+            hosts.push(Host {
+                ns,
+                ip,
+                ipv6,
+                nat: Some(Arc::clone(&nat)),
+            });
+        }
+        Ok(hosts)
     }
 
     /// A host at `site`.
@@ -446,7 +545,8 @@ impl NatRouter {
 pub struct Host {
     ns: Netns,
     ip: Ipv4Addr,
-    nat: Option<NatRouter>,
+    ipv6: Option<Ipv6Addr>,
+    nat: Option<Arc<NatRouter>>,
 }
 
 impl Host {
@@ -460,9 +560,14 @@ impl Host {
         self.ip
     }
 
-    /// The NAT router in front of it, if any.
+    /// Its global IPv6 address, in a dual-stack internet.
+    pub fn ipv6(&self) -> Option<Ipv6Addr> {
+        self.ipv6
+    }
+
+    /// The NAT router in front of it, if any (shared by every host on its LAN).
     pub fn nat(&self) -> Option<&NatRouter> {
-        self.nat.as_ref()
+        self.nat.as_deref()
     }
 
     /// Its public address: its own, or its NAT's.
@@ -474,7 +579,7 @@ impl Host {
     /// NAT's conntrack mapping for that flow (`None` when the NAT has no such flow).
     pub fn public_endpoint(&self, port: u16, to: SocketAddrV4) -> Result<Option<SocketAddrV4>> {
         let from = SocketAddrV4::new(self.ip, port);
-        match &self.nat {
+        match self.nat() {
             None => Ok(Some(from)),
             Some(nat) => Ok(nat.flow(from, to)?.map(|f| f.public_source())),
         }
@@ -482,7 +587,7 @@ impl Host {
 
     /// `203.0.113.2 behind NAT 198.51.100.10` or `198.51.100.26, public`.
     pub fn describe(&self) -> String {
-        match &self.nat {
+        match self.nat() {
             None => format!("{}, public", self.ip),
             Some(nat) => format!("{} behind NAT {}", self.ip, nat.public_ip()),
         }
@@ -507,6 +612,27 @@ mod tests {
             (Ipv4Addr::new(203, 0, 113, 1), Ipv4Addr::new(203, 0, 113, 2))
         );
         assert_eq!(lan_link(MAX_LANS - 1).1, Ipv4Addr::new(203, 0, 113, 194));
+    }
+
+    #[test]
+    fn ipv6_sites_and_lans_have_their_own_networks() {
+        assert_eq!(
+            site_link_v6(0).1,
+            "2001:db8::2".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            site_link_v6(3).0,
+            "2001:db8:0:3::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(Internet::site_v6(site_link(5).1), site_link_v6(5).1);
+        assert_eq!(
+            lan_link_v6(1, 0).0,
+            "2001:db8:1:1::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            lan_link_v6(1, 2).1,
+            "2001:db8:1:1::4".parse::<Ipv6Addr>().unwrap()
+        );
     }
 
     #[test]

@@ -50,6 +50,9 @@ impl Netns {
             label: label.to_owned(),
         };
         ns.ip(["link", "set", "lo", "up"])?;
+        // Interfaces made or moved here later start IPv6 without duplicate address detection:
+        // their link-local addresses are usable at once, as the nodad global ones are.
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
         Ok(ns)
     }
 

@@ -1,0 +1,266 @@
+//! Path candidates: peers that share a NAT connect over their LAN, and dual-stack peers over
+//! IPv6, through the candidates the server hands out and the probes the clients send between
+//! their WireGuard ports.
+//!
+//! Every scenario runs real `wireguard-go` peers and the real server on a
+//! [`wgpunch_e2e::Internet`]. The NAT routers do not hairpin, so two peers behind one NAT that
+//! used each other's public address would never hear each other: only the LAN path works. The
+//! IPv6 scenarios put each peer behind its own IPv4 NAT and an IPv6 stateful firewall, so the
+//! IPv6 path needs both sides' probes to open the firewalls, as the punches do for IPv4. Each
+//! scenario asserts the endpoint `wg show` reports and a ping through the tunnel, and measures
+//! the time from starting the clients to the first ping crossing it (`MEASURE` lines, collected
+//! by `scripts/bench-connect`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, ensure, Context, Result};
+use wgpunch_e2e::{
+    expect_ok, measure, server_addr, Internet, NatKind, Netns, Output, Peer, Process, Server,
+    HOST_IF, SERVER_IP,
+};
+
+/// `--timeout` of the one-shot clients.
+const CLIENT_TIMEOUT_SECS: u64 = 30;
+
+/// How long a one-shot client may run before the test gives up on it.
+const CLIENT_BUDGET: Duration = Duration::from_secs(CLIENT_TIMEOUT_SECS + 15 + 10);
+
+/// Budget for a ping across the tunnel once the clients run.
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The tunnel address of peer `i`.
+fn tunnel_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 1 + i)
+}
+
+/// The discovery server's namespace on `internet`, with the server running.
+struct ServerSite {
+    // Field order is drop order: the server process before its namespace.
+    server: Server,
+    _ns: Netns,
+}
+
+impl ServerSite {
+    fn start(internet: &Internet) -> Result<Self> {
+        let ns = Netns::new("server")?;
+        let ip = internet.attach(&ns, HOST_IF)?;
+        ensure!(ip == SERVER_IP, "the server is the first site, {SERVER_IP}");
+        let server = Server::start(&ns, &[server_addr()])?;
+        Ok(Self { server, _ns: ns })
+    }
+}
+
+/// Makes every peer list every other one.
+fn mesh(peers: &[&Peer]) -> Result<()> {
+    for a in peers {
+        for b in peers {
+            if a.public_key() != b.public_key() {
+                a.add_peer(b)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts a client with `options` on `peer`.
+fn start_client(peer: &Peer, options: &[&str], server: &Server) -> Result<Process> {
+    peer.client_cmd(options, server)?
+        .spawn(&format!("wgpunch-client on {}", peer.name()))
+}
+
+/// Starts one-shot clients on every peer at once.
+fn start_one_shot(peers: &[&Peer], options: &[&str], server: &Server) -> Result<Vec<Process>> {
+    let timeout = CLIENT_TIMEOUT_SECS.to_string();
+    let mut all = vec!["--timeout", timeout.as_str()];
+    all.extend_from_slice(options);
+    peers
+        .iter()
+        .map(|p| start_client(p, &all, server))
+        .collect()
+}
+
+/// Waits for every client; fails unless each exits 0.
+fn ensure_all_exit_0(clients: &mut [Process], explain: &dyn Fn() -> String) -> Result<Vec<Output>> {
+    let started = Instant::now();
+    let mut outs = Vec::new();
+    for client in clients.iter_mut() {
+        let out = client.wait_timeout(CLIENT_BUDGET.saturating_sub(started.elapsed()))?;
+        outs.push(out);
+    }
+    for out in &outs {
+        out.ensure_success().with_context(|| {
+            let logs: Vec<String> = outs.iter().map(ToString::to_string).collect();
+            format!("{}\n{}", logs.join("\n"), explain())
+        })?;
+    }
+    Ok(outs)
+}
+
+/// `viewer`'s endpoint for `peer`, as `wg show` reports it.
+fn endpoint(viewer: &Peer, peer: &Peer) -> Result<SocketAddr> {
+    viewer
+        .wg()
+        .endpoint(peer.public_key())?
+        .ok_or_else(|| anyhow!("{} has no endpoint for {}", viewer.name(), peer.name()))
+}
+
+/// Fails unless `viewer`'s endpoint for `peer` is `expected`.
+fn ensure_endpoint(viewer: &Peer, peer: &Peer, expected: SocketAddr) -> Result<()> {
+    let got = endpoint(viewer, peer)?;
+    ensure!(
+        got == expected,
+        "{} has {} at {got}, expected {expected}",
+        viewer.name(),
+        peer.name()
+    );
+    Ok(())
+}
+
+/// `wg show` of every peer, for failure messages.
+fn diagnostics(peers: &[&Peer], server: &Server) -> String {
+    let mut text = server.log_tail();
+    for peer in peers {
+        match peer.wg().show(None) {
+            Ok(show) => text.push_str(&format!("\n{} wg show:\n{show}", peer.describe())),
+            Err(e) => text.push_str(&format!("\n{} wg show failed: {e:#}", peer.describe())),
+        }
+    }
+    text
+}
+
+/// Two peers behind one NAT that does not hairpin, and a third on the internet. The two
+/// connect over their LAN (each one's endpoint for the other is the other's LAN address and
+/// WireGuard port), the third over the public path; every pair pings.
+fn same_nat() -> Result<()> {
+    let internet = Internet::new()?;
+    let site = ServerSite::start(&internet)?;
+    let mut lan = internet.shared_nat("home-nat", NatKind::Firewall, &["a", "b"])?;
+    let b_host = lan.pop().ok_or_else(|| anyhow!("no host b"))?;
+    let a_host = lan.pop().ok_or_else(|| anyhow!("no host a"))?;
+    let a = Peer::start("a", a_host, tunnel_ip(0))?;
+    let b = Peer::start("b", b_host, tunnel_ip(1))?;
+    let c = Peer::start("c", internet.public_host("c")?, tunnel_ip(2))?;
+    let peers = [&a, &b, &c];
+    mesh(&peers)?;
+    let server = &site.server;
+    let explain = || diagnostics(&peers, server);
+
+    let started = Instant::now();
+    let mut clients = start_one_shot(&peers, &[], server)?;
+    a.ping_until(&b, PING_TIMEOUT)
+        .with_context(|| format!("a cannot ping b over their LAN\n{}", explain()))?;
+    let first_ping = started.elapsed();
+    let outs = ensure_all_exit_0(&mut clients, &explain)?;
+    let clients_exit = started.elapsed();
+    let logs = || {
+        let logs: Vec<String> = outs.iter().map(ToString::to_string).collect();
+        format!("{}\n{}", logs.join("\n"), explain())
+    };
+    ensure_endpoint(&a, &b, SocketAddr::from(b.local_endpoint())).with_context(logs)?;
+    ensure_endpoint(&b, &a, SocketAddr::from(a.local_endpoint())).with_context(logs)?;
+    b.ping_until(&a, PING_TIMEOUT).with_context(logs)?;
+    let nat_ip = a.host().public_ip();
+    for lan_peer in [&a, &b] {
+        let seen = endpoint(&c, lan_peer).with_context(logs)?;
+        ensure!(
+            seen.ip() == IpAddr::V4(nat_ip),
+            "c has {} at {seen}, expected the NAT's public address {nat_ip}\n{}",
+            lan_peer.name(),
+            logs()
+        );
+        let towards_c = endpoint(lan_peer, &c).with_context(logs)?;
+        ensure!(
+            towards_c == SocketAddr::from(c.local_endpoint()),
+            "{} has c at {towards_c}, expected {}\n{}",
+            lan_peer.name(),
+            c.local_endpoint(),
+            logs()
+        );
+        c.ping_until(lan_peer, PING_TIMEOUT).with_context(logs)?;
+    }
+    eprintln!(
+        "same NAT, no hairpin: a pinged b over the LAN {first_ping:.2?} after starting the \
+         clients; all three exited 0 after {clients_exit:.1?}"
+    );
+    measure("same_nat", "first_ping", first_ping);
+    measure("same_nat", "clients_exit", clients_exit);
+    Ok(())
+}
+
+#[test]
+fn peers_behind_one_nat_connect_over_their_lan() {
+    expect_ok(same_nat());
+}
+
+/// Two dual-stack peers, each behind its own IPv4 NAT and IPv6 stateful firewall. With the
+/// default `--family auto` they connect over IPv6 (each one's endpoint is the other's global
+/// IPv6 address); with `--family 4` over IPv4 through their NATs.
+fn dual_stack(options: &[&str], over_ipv6: bool, id: &str) -> Result<()> {
+    let internet = Internet::dual_stack()?;
+    let site = ServerSite::start(&internet)?;
+    let a_host = internet.nat_host("a", NatKind::Firewall)?;
+    let b_host = internet.nat_host("b", NatKind::Firewall)?;
+    let a = Peer::start("a", a_host, tunnel_ip(0))?;
+    let b = Peer::start("b", b_host, tunnel_ip(1))?;
+    let peers = [&a, &b];
+    mesh(&peers)?;
+    let server = &site.server;
+    let explain = || diagnostics(&peers, server);
+
+    let started = Instant::now();
+    let mut clients = start_one_shot(&peers, options, server)?;
+    a.ping_until(&b, PING_TIMEOUT)
+        .with_context(|| format!("a cannot ping b\n{}", explain()))?;
+    let first_ping = started.elapsed();
+    let outs = ensure_all_exit_0(&mut clients, &explain)?;
+    let logs = || {
+        let logs: Vec<String> = outs.iter().map(ToString::to_string).collect();
+        format!("{}\n{}", logs.join("\n"), explain())
+    };
+    for (viewer, peer) in [(&a, &b), (&b, &a)] {
+        let seen = endpoint(viewer, peer).with_context(logs)?;
+        let expected_ip = if over_ipv6 {
+            IpAddr::V6(
+                peer.host()
+                    .ipv6()
+                    .ok_or_else(|| anyhow!("{} has no IPv6 address", peer.name()))?,
+            )
+        } else {
+            IpAddr::V4(peer.host().public_ip())
+        };
+        ensure!(
+            seen.ip() == expected_ip,
+            "{} has {} at {seen}, expected an endpoint at {expected_ip}\n{}",
+            viewer.name(),
+            peer.name(),
+            logs()
+        );
+        if over_ipv6 {
+            ensure!(
+                seen.port() == peer.wg().listen_port(),
+                "{} has {} at {seen}, not at its WireGuard port\n{}",
+                viewer.name(),
+                peer.name(),
+                logs()
+            );
+        }
+    }
+    b.ping_until(&a, PING_TIMEOUT).with_context(logs)?;
+    eprintln!(
+        "dual stack {options:?}: a pinged b over IPv{} {first_ping:.2?} after starting the clients",
+        if over_ipv6 { 6 } else { 4 }
+    );
+    measure(id, "first_ping", first_ping);
+    Ok(())
+}
+
+#[test]
+fn dual_stack_peers_connect_over_ipv6() {
+    expect_ok(dual_stack(&[], true, "dual_stack"));
+}
+
+#[test]
+fn family_4_keeps_dual_stack_peers_on_ipv4() {
+    expect_ok(dual_stack(&["--family", "4"], false, "dual_stack_family_4"));
+}
