@@ -182,7 +182,11 @@ impl Driver<'_> {
             }
             let now = Instant::now();
             while let Some(datagram) = self.agent.poll_transmit(now, SystemTime::now()) {
-                self.raw.send(&datagram).context("sending to the server")?;
+                if let Err(e) = self.raw.send(&datagram) {
+                    // No route right now (a link went down; a laptop between networks): the
+                    // datagram is lost like any other, and the agent sends it again.
+                    warn!(server = %self.server, error = %e, "could not send to the server; trying again");
+                }
             }
             let wake = self
                 .agent
