@@ -234,6 +234,15 @@ fn lan_link_v6(r: u8, i: u8) -> (Ipv6Addr, Ipv6Addr) {
     )
 }
 
+/// A NAT router and its LAN, while hosts are plugged in.
+struct NatLan {
+    nat: Arc<NatRouter>,
+    /// Which of the internet's NAT LANs.
+    r: u8,
+    /// Bridge ports made so far.
+    ports: AtomicU8,
+}
+
 /// The "internet": a router namespace with one point-to-point link per attached site.
 #[derive(Debug)]
 pub struct Internet {
@@ -306,6 +315,11 @@ impl Internet {
         site_link_v6(site.octets()[3] / 8).1
     }
 
+    /// The IPv6 address of the site [`Internet::attach`] gave `site`, in a dual-stack internet.
+    pub fn site_ipv6(&self, site: Ipv4Addr) -> Option<Ipv6Addr> {
+        self.dual_stack.then(|| Self::site_v6(site))
+    }
+
     /// A host (namespace `label`) attached directly, no NAT.
     pub fn public_host(&self, label: &str) -> Result<Host> {
         let ns = Netns::new(label)?;
@@ -333,12 +347,57 @@ impl Internet {
     /// LAN's /26. The router does not hairpin: a host sending to the router's public address
     /// reaches the router, not the other host, as with most home routers.
     pub fn shared_nat(&self, router: &str, kind: NatKind, labels: &[&str]) -> Result<Vec<Host>> {
+        ensure!(labels.len() <= 60, "a NAT LAN holds at most 60 hosts");
+        let lan = self.nat_lan(router, kind)?;
+        let mut hosts = Vec::with_capacity(labels.len());
+        for (i, label) in (0u8..).zip(labels) {
+            let ns = Netns::new(label)?;
+            let (ip, ipv6) = self.plug(&lan, i, &ns, HOST_IF)?;
+            hosts.push(Host {
+                ns,
+                ip,
+                ipv6,
+                nat: Some(Arc::clone(&lan.nat)),
+            });
+        }
+        Ok(hosts)
+    }
+
+    /// Moves `host` to the LAN of a new NAT router of `kind` (namespace `router`), as a laptop
+    /// leaves home for a café: its old link goes down and its old router away, and a new
+    /// interface `ifname` comes up with an address and default route on the new LAN.
+    pub fn move_host(
+        &self,
+        host: &mut Host,
+        router: &str,
+        kind: NatKind,
+        ifname: &str,
+    ) -> Result<()> {
+        let lan = self.nat_lan(router, kind)?;
+        let old_if = host
+            .ns
+            .run("ip", ["-o", "route", "show", "default"])?
+            .stdout
+            .split_whitespace()
+            .skip_while(|w| *w != "dev")
+            .nth(1)
+            .map(str::to_owned)
+            .unwrap_or_else(|| HOST_IF.to_owned());
+        host.ns.ip(["link", "set", &old_if, "down"])?;
+        let (ip, ipv6) = self.plug(&lan, 0, &host.ns, ifname)?;
+        host.ip = ip;
+        host.ipv6 = ipv6;
+        host.nat = Some(lan.nat);
+        Ok(())
+    }
+
+    /// A new NAT router of `kind` (namespace `router`) on the next free LAN, its bridge up.
+    fn nat_lan(&self, router: &str, kind: NatKind) -> Result<NatLan> {
         let r = self.next_lan.fetch_add(1, Ordering::Relaxed);
         ensure!(
             r < MAX_LANS,
             "an internet holds at most {MAX_LANS} NAT LANs"
         );
-        ensure!(labels.len() <= 60, "a NAT LAN holds at most 60 hosts");
         let router = Netns::new(router)?;
         let wan_ip = self.attach(&router, WAN_IF)?;
         router.sysctl("net.ipv4.ip_forward", "1")?;
@@ -358,35 +417,40 @@ impl Internet {
             let (v6_gateway, _) = lan_link_v6(r, 0);
             nat.ns.addr_add(LAN_IF, &format!("{v6_gateway}/64"))?;
             self.router.route_add(
-                &format!("{}/64", lan_link_v6(r, 0).0),
+                &format!("{v6_gateway}/64"),
                 &Self::site_v6(wan_ip).to_string(),
             )?;
         }
-        let mut hosts = Vec::with_capacity(labels.len());
-        for (i, label) in (0u8..).zip(labels) {
-            let ns = Netns::new(label)?;
-            let port = format!("{LAN_IF}p{i}");
-            nat.ns.veth(&port, &ns, HOST_IF)?;
-            nat.ns.ip(["link", "set", &port, "master", LAN_IF])?;
-            let ip = Ipv4Addr::from(u32::from(gateway) + 1 + u32::from(i));
-            ns.addr_add(HOST_IF, &format!("{ip}/26"))?;
-            ns.route_add("default", &gateway.to_string())?;
-            let ipv6 = if self.dual_stack {
-                let (v6_gateway, v6) = lan_link_v6(r, i);
-                ns.addr_add(HOST_IF, &format!("{v6}/64"))?;
-                ns.route_add("default", &v6_gateway.to_string())?;
-                Some(v6)
-            } else {
-                None
-            };
-            hosts.push(Host {
-                ns,
-                ip,
-                ipv6,
-                nat: Some(Arc::clone(&nat)),
-            });
+        Ok(NatLan {
+            nat,
+            r,
+            ports: AtomicU8::new(0),
+        })
+    }
+
+    /// Plugs `ns` into `lan` as host `i` through its interface `ifname`: address, default
+    /// route, and in a dual-stack internet the same for IPv6.
+    fn plug(
+        &self,
+        lan: &NatLan,
+        i: u8,
+        ns: &Netns,
+        ifname: &str,
+    ) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
+        let port = format!("{LAN_IF}p{}", lan.ports.fetch_add(1, Ordering::Relaxed));
+        lan.nat.ns.veth(&port, ns, ifname)?;
+        lan.nat.ns.ip(["link", "set", &port, "master", LAN_IF])?;
+        let (gateway, _) = lan_link(lan.r);
+        let ip = Ipv4Addr::from(u32::from(gateway) + 1 + u32::from(i));
+        ns.addr_add(ifname, &format!("{ip}/26"))?;
+        ns.route_add("default", &gateway.to_string())?;
+        if !self.dual_stack {
+            return Ok((ip, None));
         }
-        Ok(hosts)
+        let (v6_gateway, v6) = lan_link_v6(lan.r, i);
+        ns.addr_add(ifname, &format!("{v6}/64"))?;
+        ns.route_add("default", &v6_gateway.to_string())?;
+        Ok((ip, Some(v6)))
     }
 
     /// A host at `site`.

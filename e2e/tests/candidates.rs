@@ -11,13 +11,14 @@
 //! the time from starting the clients to the first ping crossing it (`MEASURE` lines, collected
 //! by `scripts/bench-connect`).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use wgpunch_e2e::{
-    expect_ok, measure, server_addr, Internet, NatKind, Netns, Output, Peer, Process, Server,
-    HOST_IF, SERVER_IP,
+    client_cmd, expect_ok, measure, server_addr, Internet, NatKind, Netns, Output, Peer, Process,
+    Server, HOST_IF, SERVER_IP,
 };
 
 /// `--timeout` of the one-shot clients.
@@ -129,9 +130,9 @@ fn diagnostics(peers: &[&Peer], server: &Server) -> String {
     text
 }
 
-/// Two peers behind one NAT that does not hairpin, and a third on the internet. The two
+/// Two peers behind one NAT that does not hairpin, and a third behind another NAT. The two
 /// connect over their LAN (each one's endpoint for the other is the other's LAN address and
-/// WireGuard port), the third over the public path; every pair pings.
+/// WireGuard port), the third over the public paths; every pair pings.
 fn same_nat() -> Result<()> {
     let internet = Internet::new()?;
     let site = ServerSite::start(&internet)?;
@@ -140,7 +141,11 @@ fn same_nat() -> Result<()> {
     let a_host = lan.pop().ok_or_else(|| anyhow!("no host a"))?;
     let a = Peer::start("a", a_host, tunnel_ip(0))?;
     let b = Peer::start("b", b_host, tunnel_ip(1))?;
-    let c = Peer::start("c", internet.public_host("c")?, tunnel_ip(2))?;
+    let c = Peer::start(
+        "c",
+        internet.nat_host("c", NatKind::Firewall)?,
+        tunnel_ip(2),
+    )?;
     let peers = [&a, &b, &c];
     mesh(&peers)?;
     let server = &site.server;
@@ -171,10 +176,10 @@ fn same_nat() -> Result<()> {
         );
         let towards_c = endpoint(lan_peer, &c).with_context(logs)?;
         ensure!(
-            towards_c == SocketAddr::from(c.local_endpoint()),
-            "{} has c at {towards_c}, expected {}\n{}",
+            towards_c.ip() == IpAddr::V4(c.host().public_ip()),
+            "{} has c at {towards_c}, expected c's NAT {}\n{}",
             lan_peer.name(),
-            c.local_endpoint(),
+            c.host().public_ip(),
             logs()
         );
         c.ping_until(lan_peer, PING_TIMEOUT).with_context(logs)?;
@@ -263,4 +268,230 @@ fn dual_stack_peers_connect_over_ipv6() {
 #[test]
 fn family_4_keeps_dual_stack_peers_on_ipv4() {
     expect_ok(dual_stack(&["--family", "4"], false, "dual_stack_family_4"));
+}
+
+/// Three hosts behind one NAT, all with WireGuard on port 51820 (the NAT keeps the port for one
+/// of them and remaps the others), and a fourth on the internet. The three connect among
+/// themselves over the LAN at port 51820; the fourth sees them at three different ports of the
+/// NAT's public address; every pair pings.
+fn three_on_51820() -> Result<()> {
+    let internet = Internet::new()?;
+    let site = ServerSite::start(&internet)?;
+    let lan = internet.shared_nat("home-nat", NatKind::Masquerade, &["h1", "h2", "h3"])?;
+    let mut home = Vec::new();
+    for (i, host) in (0u8..).zip(lan) {
+        home.push(Peer::start_on_port(
+            &format!("h{}", i + 1),
+            host,
+            tunnel_ip(i),
+            51820,
+        )?);
+    }
+    let d = Peer::start("d", internet.public_host("d")?, tunnel_ip(3))?;
+    let mut peers: Vec<&Peer> = home.iter().collect();
+    peers.push(&d);
+    mesh(&peers)?;
+    let server = &site.server;
+    let explain = || diagnostics(&peers, server);
+
+    let started = Instant::now();
+    let mut clients = start_one_shot(&peers, &[], server)?;
+    let outs = ensure_all_exit_0(&mut clients, &explain)?;
+    let clients_exit = started.elapsed();
+    let logs = || {
+        let logs: Vec<String> = outs.iter().map(ToString::to_string).collect();
+        format!("{}\n{}", logs.join("\n"), explain())
+    };
+    for a in &home {
+        for b in &home {
+            if a.name() != b.name() {
+                ensure_endpoint(a, b, SocketAddr::from(b.local_endpoint())).with_context(logs)?;
+            }
+        }
+    }
+    let nat_ip = IpAddr::V4(home[0].host().public_ip());
+    let mut ports = BTreeSet::new();
+    for h in &home {
+        let seen = endpoint(&d, h).with_context(logs)?;
+        ensure!(
+            seen.ip() == nat_ip,
+            "d has {} at {seen}, expected the NAT's {nat_ip}\n{}",
+            h.name(),
+            logs()
+        );
+        ports.insert(seen.port());
+    }
+    ensure!(
+        ports.len() == 3,
+        "d has the three hosts at ports {ports:?} of the NAT, expected three different ones\n{}",
+        logs()
+    );
+    for (i, a) in home.iter().enumerate() {
+        for b in home.iter().skip(i + 1) {
+            a.ping_until(b, PING_TIMEOUT).with_context(logs)?;
+        }
+        d.ping_until(a, PING_TIMEOUT).with_context(logs)?;
+    }
+    eprintln!("three hosts on port 51820 behind one NAT and one outside: all exited 0 after {clients_exit:.1?}");
+    measure("three_on_51820", "clients_exit", clients_exit);
+    Ok(())
+}
+
+#[test]
+fn three_hosts_behind_one_nat_on_port_51820_connect_with_each_other_and_outside() {
+    expect_ok(three_on_51820());
+}
+
+/// Two peers with IPv6 only, each behind a stateful firewall, talking to the server over IPv6:
+/// they connect at each other's global address and WireGuard port.
+fn ipv6_only() -> Result<()> {
+    let internet = Internet::dual_stack()?;
+    let ns = Netns::new("server")?;
+    let ip = internet.attach(&ns, HOST_IF)?;
+    let server_v6 = internet
+        .site_ipv6(ip)
+        .ok_or_else(|| anyhow!("the server's site has no IPv6 address"))?;
+    let server_at = SocketAddr::new(IpAddr::V6(server_v6), server_addr().port());
+    let server = Server::start(&ns, &[server_at])?;
+    let a = Peer::start(
+        "a",
+        internet.nat_host("a", NatKind::Firewall)?,
+        tunnel_ip(0),
+    )?;
+    let b = Peer::start(
+        "b",
+        internet.nat_host("b", NatKind::Firewall)?,
+        tunnel_ip(1),
+    )?;
+    let peers = [&a, &b];
+    for peer in peers {
+        peer.netns()
+            .run("ip", ["-4", "addr", "flush", "dev", HOST_IF])?;
+    }
+    mesh(&peers)?;
+    let explain = || diagnostics(&peers, &server);
+
+    let started = Instant::now();
+    let timeout = CLIENT_TIMEOUT_SECS.to_string();
+    let mut clients = peers
+        .iter()
+        .map(|p| {
+            client_cmd(
+                p.netns(),
+                &["--timeout", &timeout],
+                p.wg().name(),
+                server_at,
+                server.public_key(),
+            )?
+            .spawn(&format!("wgpunch-client on {}", p.name()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    a.ping_until(&b, PING_TIMEOUT)
+        .with_context(|| format!("a cannot ping b over IPv6\n{}", explain()))?;
+    let first_ping = started.elapsed();
+    let outs = ensure_all_exit_0(&mut clients, &explain)?;
+    let logs = || {
+        let logs: Vec<String> = outs.iter().map(ToString::to_string).collect();
+        format!("{}\n{}", logs.join("\n"), explain())
+    };
+    for (viewer, peer) in [(&a, &b), (&b, &a)] {
+        let v6: Ipv6Addr = peer
+            .host()
+            .ipv6()
+            .ok_or_else(|| anyhow!("{} has no IPv6 address", peer.name()))?;
+        let expected = SocketAddr::new(IpAddr::V6(v6), peer.wg().listen_port());
+        ensure_endpoint(viewer, peer, expected).with_context(logs)?;
+    }
+    b.ping_until(&a, PING_TIMEOUT).with_context(logs)?;
+    eprintln!("IPv6 only: a pinged b {first_ping:.2?} after starting the clients");
+    measure("ipv6_only", "first_ping", first_ping);
+    Ok(())
+}
+
+#[test]
+fn ipv6_only_peers_behind_firewalls_connect() {
+    expect_ok(ipv6_only());
+}
+
+/// A laptop moving: two continuous clients, each behind its NAT, are connected; then one
+/// peer's host leaves its LAN for another (its link goes down, a new interface with a new
+/// address behind a new NAT comes up). Its client follows the address change and the tunnel
+/// comes back; the other peer's endpoint for it is the new NAT's address.
+fn laptop_moves() -> Result<()> {
+    let internet = Internet::new()?;
+    let site = ServerSite::start(&internet)?;
+    let mut a = Peer::start(
+        "a",
+        internet.nat_host("a", NatKind::Firewall)?,
+        tunnel_ip(0),
+    )?;
+    let b = Peer::start(
+        "b",
+        internet.nat_host("b", NatKind::Firewall)?,
+        tunnel_ip(1),
+    )?;
+    mesh(&[&a, &b])?;
+    let server = &site.server;
+    let mut clients = vec![
+        start_client(&a, &["--continuous"], server)?,
+        start_client(&b, &["--continuous"], server)?,
+    ];
+    let logs = |clients: &[Process], peers: &[&Peer]| {
+        let mut text: Vec<String> = clients.iter().map(|c| c.log_tail()).collect();
+        text.push(diagnostics(peers, server));
+        text.join("\n")
+    };
+    a.ping_until(&b, PING_TIMEOUT).with_context(|| {
+        format!(
+            "a cannot ping b before moving\n{}",
+            logs(&clients, &[&a, &b])
+        )
+    })?;
+
+    // b pings a every 200 ms throughout: the first reply after the move is when it came back.
+    let mut ping = b.running_ping(&a)?;
+    a.move_to(&internet, "cafe-nat", NatKind::Firewall, "eth1")?;
+    let moved = SystemTime::now();
+    let back = ping
+        .wait_reply_after(moved, PING_TIMEOUT, || {
+            for client in clients.iter_mut() {
+                client.ensure_running()?;
+            }
+            Ok(())
+        })
+        .with_context(|| {
+            format!(
+                "the tunnel did not come back after a moved\n{}",
+                logs(&clients, &[&a, &b])
+            )
+        })?;
+    drop(ping);
+    let new_nat = IpAddr::V4(a.host().public_ip());
+    let seen = endpoint(&b, &a)?;
+    ensure!(
+        seen.ip() == new_nat,
+        "b has a at {seen}, expected the new NAT {new_nat}\n{}",
+        logs(&clients, &[&a, &b])
+    );
+    b.ping_until(&a, PING_TIMEOUT)?;
+    ensure!(
+        clients[0].stderr().contains("local addresses changed"),
+        "a's client never noticed its new address\n{}",
+        clients[0].log_tail()
+    );
+    for client in &mut clients {
+        ensure!(
+            client.is_running()?,
+            "a continuous client exited\n{}",
+            client.log_tail()
+        );
+    }
+    eprintln!("laptop moved to a new LAN: the tunnel was back after {back:.2?}");
+    measure("laptop_moves", "back", back);
+    Ok(())
+}
+
+#[test]
+fn a_laptop_that_moves_to_another_lan_comes_back() {
+    expect_ok(laptop_moves());
 }

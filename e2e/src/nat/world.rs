@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 
-use super::{Flow, Host, Internet, Site, HOST_IF, REMAP_RANGE, SERVER_IP, SNAT_RANGE};
+use super::{Flow, Host, Internet, NatKind, Site, HOST_IF, REMAP_RANGE, SERVER_IP, SNAT_RANGE};
 use crate::cmd::Cmd;
 use crate::netns::Netns;
 use crate::ping::RunningPing;
@@ -33,6 +33,12 @@ impl Peer {
                 break port;
             }
         };
+        Self::start_on_port(name, host, tunnel_ip, port)
+    }
+
+    /// Like [`Peer::start`], listening on `port` (several hosts behind one NAT may all use
+    /// 51820).
+    pub fn start_on_port(name: &str, host: Host, tunnel_ip: Ipv4Addr, port: u16) -> Result<Self> {
         let wg = WgInterface::start(&host.ns, &format!("{tunnel_ip}/24"), Some(port))?;
         Ok(Self {
             name: name.to_owned(),
@@ -40,6 +46,17 @@ impl Peer {
             wg,
             tunnel_ip,
         })
+    }
+
+    /// Moves its host to a new NAT LAN (see [`Internet::move_host`]).
+    pub fn move_to(
+        &mut self,
+        internet: &Internet,
+        router: &str,
+        kind: NatKind,
+        ifname: &str,
+    ) -> Result<()> {
+        internet.move_host(&mut self.host, router, kind, ifname)
     }
 
     /// Its name (`"a"`, `"alice"`).
