@@ -7,20 +7,28 @@
 //! pushes all happen for real (the server's pushes to the agent are queued with its replies). The model interface applies the agent's actions as the real
 //! binary does, and answers every [`Action::ReadInterface`] at once.
 //!
+//! Puppet 0 registers LAN and IPv6 candidates (and a loopback one the server must trim), and the
+//! agent's own LAN is the same /24, so the agent probes them; scripts may answer its pings, or
+//! send it pings and pongs of their own making from candidates, public sources or strangers.
+//!
 //! Checked on every step: nothing panics; every datagram the agent sends parses as one a client
 //! sends; actions name only peers of the interface; an endpoint is set only after a punch towards
-//! that endpoint since the peer was last parked; after [`Action::Exit`] the agent is silent.
+//! that endpoint since the peer was last parked, or after a pong from it; probes go only to the
+//! puppet's sane candidates or to its public sources, never to anybody else; after
+//! [`Action::Exit`] the agent is silent.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use wgpunch_common::agent::discovery::Discovery;
+use wgpunch_common::agent::local::LocalAddr;
 use wgpunch_common::agent::snapshot::{InterfaceSnapshot, PeerSnapshot};
 use wgpunch_common::agent::{Action, Agent, AgentConfig};
 use wgpunch_common::client::{Client, ClientConfig};
 use wgpunch_common::keys::PublicKey;
 use wgpunch_common::server::Server;
+use wgpunch_common::wire::probe::{Probe, ProbeKind};
 use wgpunch_common::wire::Packet;
 
 use crate::input::{Input, Script};
@@ -36,6 +44,8 @@ const HISTORY: usize = 32;
 const MAX_RAW_LEN: usize = 1300;
 /// The agent's sources are [`world::source`] of `0..PEER_PORTS`, the peer's those above.
 const PEER_PORTS: u8 = 128;
+/// Probes the agent sent, kept for [`AgentOp::Answer`].
+const SENT_PROBES: usize = 16;
 
 /// One step of an agent script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,12 +104,58 @@ pub enum AgentOp {
         /// Bytes sent more.
         tx: u16,
     },
+    /// The probe the agent sent `index` probes back is answered from where it went: a pong for
+    /// a ping, a ping back for a pong.
+    Answer {
+        /// Which, counted back from the latest.
+        index: u8,
+    },
+    /// A probe made here reaches the agent from [`probe_source`]`(from)`: a ping or a pong
+    /// (`pong` odd) with `txid`, from puppet 0 or (`stranger` odd) a key not on the interface,
+    /// bit `flip - 1` flipped.
+    Probe {
+        /// Source selector.
+        from: u8,
+        /// Odd: a pong.
+        pong: u8,
+        /// Its txid.
+        txid: u32,
+        /// Odd: signed by a key that is no peer.
+        stranger: u8,
+        /// Bit to flip.
+        flip: u16,
+    },
+}
+
+/// Puppet 0's registered candidates; the loopback one is for the server to trim.
+fn puppet_candidates() -> Vec<SocketAddr> {
+    [
+        "192.168.1.30:51820",
+        "[2001:db8:1::30]:51820",
+        "127.0.0.1:51820",
+    ]
+    .iter()
+    .filter_map(|a| a.parse().ok())
+    .collect()
+}
+
+/// Where [`AgentOp::Probe`] comes from: a candidate of puppet 0, a stranger on the LAN, or one
+/// of the sources the server may see.
+pub fn probe_source(from: u8) -> SocketAddr {
+    match from % 4 {
+        0 => puppet_candidates()
+            .first()
+            .copied()
+            .unwrap_or_else(|| world::source(0)),
+        1 => SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 99)), 51820),
+        _ => world::source(from),
+    }
 }
 
 impl AgentOp {
     /// Reads one operation.
     pub fn decode(r: &mut Input<'_>) -> Self {
-        match r.u8() % 9 {
+        match r.u8() % 11 {
             0 => Self::Advance { centis: r.u16() },
             1 => Self::StepWall { secs: r.i16() },
             2 => Self::Transmit {
@@ -116,6 +172,14 @@ impl AgentOp {
                 bytes: r.chunk(MAX_RAW_LEN).to_vec(),
             },
             7 => Self::Peer { port: r.u8() },
+            9 => Self::Answer { index: r.u8() },
+            10 => Self::Probe {
+                from: r.u8(),
+                pong: r.u8(),
+                txid: r.u32(),
+                stranger: r.u8(),
+                flip: r.u16(),
+            },
             _ => Self::Interface {
                 peer: r.u8(),
                 ago: r.u8(),
@@ -137,6 +201,20 @@ impl AgentOp {
             Self::Raw { bytes } => s.u8(6).chunk(bytes),
             Self::Peer { port } => s.u8(7).u8(*port),
             Self::Interface { peer, ago, rx, tx } => s.u8(8).u8(*peer).u8(*ago).u16(*rx).u16(*tx),
+            Self::Answer { index } => s.u8(9).u8(*index),
+            Self::Probe {
+                from,
+                pong,
+                txid,
+                stranger,
+                flip,
+            } => s
+                .u8(10)
+                .u8(*from)
+                .u8(*pong)
+                .u32(*txid)
+                .u8(*stranger)
+                .u16(*flip),
         };
     }
 }
@@ -160,6 +238,8 @@ pub struct Report {
     pub exited: bool,
     /// Datagrams the agent sent.
     pub sent: usize,
+    /// Probes the agent sent.
+    pub probes: usize,
 }
 
 /// The agent, the server, puppet 0's client and the model interface.
@@ -172,6 +252,10 @@ struct AgentSim {
     to_agent: VecDeque<Vec<u8>>,
     received: VecDeque<Vec<u8>>,
     punched: BTreeMap<PublicKey, BTreeSet<SocketAddr>>,
+    /// Sources of the pongs delivered to the agent: endpoints it may set without a punch.
+    answered: BTreeSet<SocketAddr>,
+    /// The latest probes the agent sent: where to, and what.
+    sent_probes: VecDeque<(SocketAddr, Vec<u8>)>,
     report: Report,
 }
 
@@ -203,12 +287,18 @@ impl AgentSim {
         let snapshot = InterfaceSnapshot {
             peers: iface.values().cloned().collect(),
         };
-        let agent = Agent::new(config, discovery, local(), snapshot, clock.now, clock.wall);
+        let mut agent = Agent::new(config, discovery, local(), snapshot, clock.now, clock.wall);
+        agent.handle_addresses(
+            local(),
+            vec![LocalAddr::new(local().ip(), 24)],
+            clock.now,
+            clock.wall,
+        );
         let peer = Client::new(
             world::puppet_key(0),
             world::server_public(),
             vec![world::client_public()],
-            vec![],
+            puppet_candidates(),
             ClientConfig::default(),
             world::seed(7, 0),
         );
@@ -221,6 +311,8 @@ impl AgentSim {
             to_agent: VecDeque::new(),
             received: VecDeque::new(),
             punched: BTreeMap::new(),
+            answered: BTreeSet::new(),
+            sent_probes: VecDeque::new(),
             report: Report::default(),
         }
     }
@@ -245,8 +337,9 @@ impl AgentSim {
                     assert!(
                         self.punched
                             .get(&peer)
-                            .is_some_and(|p| p.contains(&endpoint)),
-                        "endpoint {endpoint} set for {peer} without a punch towards it"
+                            .is_some_and(|p| p.contains(&endpoint))
+                            || self.answered.contains(&endpoint),
+                        "endpoint {endpoint} set for {peer} without a punch towards it or a pong from it"
                     );
                     self.report.endpoints_set.push((peer, endpoint));
                     if let Some(p) = self.iface.get_mut(&peer) {
@@ -271,7 +364,24 @@ impl AgentSim {
                     self.agent
                         .handle_interface(snapshot, self.clock.now, self.clock.wall);
                 }
-                Action::Probe { .. } => {}
+                Action::Probe { peer, to, payload } => {
+                    assert_eq!(peer, world::puppet_public(0), "probe for {peer}");
+                    let sane = puppet_candidates()
+                        .into_iter()
+                        .filter(|a| !a.ip().is_loopback())
+                        .any(|a| a == to);
+                    let public = (PEER_PORTS..=u8::MAX).any(|p| world::source(p) == to);
+                    assert!(
+                        sane || public,
+                        "probe to {to}, neither a sane candidate nor a source of the peer"
+                    );
+                    assert!(Probe::parse(&payload).is_ok(), "probe that does not parse");
+                    self.report.probes += 1;
+                    self.sent_probes.push_back((to, payload));
+                    if self.sent_probes.len() > SENT_PROBES {
+                        self.sent_probes.pop_front();
+                    }
+                }
                 Action::Notice(_) => {}
                 Action::Exit(_) => self.report.exited = true,
             }
@@ -343,6 +453,16 @@ impl AgentSim {
         while self.peer.poll_event().is_some() {}
     }
 
+    /// `bytes` reach the agent as a probe from `from`.
+    fn probe(&mut self, from: SocketAddr, bytes: &[u8]) {
+        if Probe::parse(bytes).is_ok_and(|p| p.kind == ProbeKind::Pong) {
+            self.answered.insert(from);
+        }
+        self.agent
+            .handle_probe(self.clock.now, self.clock.wall, from, bytes);
+        self.act();
+    }
+
     fn apply(&mut self, op: AgentOp) {
         match op {
             AgentOp::Advance { centis } => {
@@ -372,6 +492,50 @@ impl AgentSim {
             }
             AgentOp::Raw { bytes } => self.receive(bytes),
             AgentOp::Peer { port } => self.peer_exchange(port),
+            AgentOp::Answer { index } => {
+                let len = self.sent_probes.len();
+                if len > 0 {
+                    let i = len - 1 - usize::from(index) % len;
+                    if let Some((to, payload)) = self.sent_probes.get(i).cloned() {
+                        if let Ok(sent) = Probe::parse(&payload) {
+                            let answer = match sent.kind {
+                                ProbeKind::Ping => sent.pong(),
+                                ProbeKind::Pong => Probe {
+                                    kind: ProbeKind::Ping,
+                                    sender: sent.receiver,
+                                    receiver: sent.sender,
+                                    ..sent
+                                },
+                            };
+                            self.probe(to, &answer.emit());
+                        }
+                    }
+                }
+            }
+            AgentOp::Probe {
+                from,
+                pong,
+                txid,
+                stranger,
+                flip,
+            } => {
+                let probe = Probe {
+                    kind: if pong % 2 == 1 {
+                        ProbeKind::Pong
+                    } else {
+                        ProbeKind::Ping
+                    },
+                    txid: u64::from(txid),
+                    sender: if stranger % 2 == 1 {
+                        PublicKey([0x55; 32])
+                    } else {
+                        world::puppet_public(0)
+                    },
+                    receiver: world::client_public(),
+                };
+                let bytes = world::flipped(&probe.emit(), flip);
+                self.probe(probe_source(from), &bytes);
+            }
             AgentOp::Interface { peer, ago, rx, tx } => {
                 let key = world::puppet_public(peer % 2);
                 let wall = self.clock.wall;
@@ -401,11 +565,11 @@ pub fn run(data: &[u8]) -> Report {
     sim.report
 }
 
-/// A script's steps in which both sides exchange with the server until the agent has set the
-/// peer's endpoint: the seed corpus starts from it.
-pub fn connect() -> Vec<AgentOp> {
+/// `rounds` rounds of both sides exchanging with the server, 0.1 s apart: after six, the agent
+/// knows the peer's candidates and probes them.
+pub fn exchanges(rounds: usize) -> Vec<AgentOp> {
     let mut ops = vec![];
-    for _ in 0..6 {
+    for _ in 0..rounds {
         ops.extend([
             AgentOp::Peer { port: 1 },
             AgentOp::Transmit { port: 3, flip: 0 },
@@ -413,6 +577,16 @@ pub fn connect() -> Vec<AgentOp> {
             AgentOp::Advance { centis: 10 },
         ]);
     }
+    ops
+}
+
+/// A script's steps in which both sides exchange with the server until the agent has set the
+/// peer's endpoint: its probes go unanswered, so after their wait it takes the public path. The
+/// seed corpus starts from it.
+pub fn connect() -> Vec<AgentOp> {
+    let mut ops = exchanges(6);
+    ops.push(AgentOp::Advance { centis: 160 });
+    ops.extend(exchanges(6));
     ops
 }
 
@@ -463,6 +637,48 @@ mod tests {
             .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
             .collect();
         run(&bytes);
+    }
+
+    #[test]
+    fn an_answered_probe_sets_the_lan_candidate_as_the_endpoint() {
+        let mut ops = exchanges(6);
+        ops.push(AgentOp::Answer { index: 0 });
+        let report = run(&script(false, &ops));
+        assert!(report.probes > 0, "the agent never probed: {report:?}");
+        let lan: SocketAddr = "192.168.1.30:51820".parse().unwrap();
+        assert!(
+            report
+                .endpoints_set
+                .contains(&(world::puppet_public(0), lan)),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn probes_from_strangers_and_forged_pongs_set_nothing() {
+        let mut ops = exchanges(6);
+        for from in 0..4 {
+            ops.push(AgentOp::Probe {
+                from,
+                pong: 1,
+                txid: 7,
+                stranger: from % 2,
+                flip: 0,
+            });
+            ops.push(AgentOp::Probe {
+                from,
+                pong: 0,
+                txid: 7,
+                stranger: 1,
+                flip: 0,
+            });
+        }
+        let report = run(&script(false, &ops));
+        let lan: SocketAddr = "192.168.1.30:51820".parse().unwrap();
+        assert!(
+            !report.endpoints_set.iter().any(|(_, e)| *e == lan),
+            "{report:?}"
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ use wgpunch_common::handshake::Accepted;
 use wgpunch_common::server::Server;
 use wgpunch_common::session::Session;
 use wgpunch_common::wire::packet::{COOKIE_NONCE_LEN, MAX_PLAINTEXT_LEN};
-use wgpunch_common::wire::{CandidatesReply, LookupReply, Packet, RegisterAck, Reply, Request, Sighting};
+use wgpunch_common::wire::{
+    CandidatesReply, LookupReply, Packet, RegisterAck, Reply, Request, Sighting,
+};
 
 use crate::input::{Input, Script};
 use crate::world::{self, Clock};
@@ -452,9 +454,7 @@ impl ClientSim {
                 known: mode & 16 != 0,
                 same_public: mode & 2 != 0,
                 candidates: (0..known % 10)
-                    .map(|i| {
-                        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 1, i as u8)), port)
-                    })
+                    .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 1, i as u8)), port))
                     .collect(),
             }),
             // The server never answers an acknowledgement of its pushes.

@@ -20,8 +20,10 @@ use wgpunch_common::handshake::{Accepted, Initiation};
 use wgpunch_common::keys::PublicKey;
 use wgpunch_common::session::Session;
 use wgpunch_common::wire::packet::COOKIE_NONCE_LEN;
+use wgpunch_common::wire::probe::{Probe, ProbeKind};
 use wgpunch_common::wire::{
-    Lookup, LookupReply, Packet, Push, PushAck, Register, RegisterAck, Reply, Request, Sighting,
+    CandidatesReply, CandidatesRequest, Lookup, LookupReply, Packet, Push, PushAck, Register,
+    RegisterAck, Reply, Request, Sighting,
 };
 use wgpunch_fuzz::agent_sim::{self, AgentOp};
 use wgpunch_fuzz::client_sim::{self, ClientOp};
@@ -108,6 +110,13 @@ fn requests() -> Vec<(&'static str, Request)> {
         ("lookup-one", lookup(7, keys(1), 0)),
         ("lookup-full", lookup(8, keys(32), 0x8000_0001)),
         ("push-ack", Request::PushAck(PushAck { acked: 3 })),
+        (
+            "candidates",
+            Request::Candidates(CandidatesRequest {
+                request_id: 9,
+                peer: world::peer(0),
+            }),
+        ),
     ]
 }
 
@@ -161,7 +170,31 @@ fn replies() -> Vec<(&'static str, Reply)> {
                 },
             }),
         ),
+        (
+            "candidates-reply",
+            Reply::Candidates(CandidatesReply {
+                request_id: 9,
+                peer: world::peer(0),
+                known: true,
+                same_public: true,
+                candidates: vec![v4([192, 168, 1, 30], 51820), v6(3, 51820)],
+            }),
+        ),
     ]
+}
+
+/// A ping and its pong, as clients send them between WireGuard ports.
+fn probe_seeds() -> Seeds {
+    let mut seeds = Seeds::new("probe");
+    let ping = Probe {
+        kind: ProbeKind::Ping,
+        txid: 0x0102_0304_0506_0708,
+        sender: world::peer(0),
+        receiver: world::peer(1),
+    };
+    seeds.add("ping", ping.emit());
+    seeds.add("pong", ping.pong().emit());
+    seeds
 }
 
 fn emit_request(request: &Request) -> Vec<u8> {
@@ -554,6 +587,9 @@ fn agent_seeds() -> Seeds {
         AgentOp::Deliver { count: 16 },
     ]);
     seeds.add("moved-continuous", agent_sim::script(true, &moved));
+    let mut probed = agent_sim::exchanges(6);
+    probed.push(AgentOp::Answer { index: 0 });
+    seeds.add("lan-candidate-answered", agent_sim::script(false, &probed));
     seeds
 }
 
@@ -779,6 +815,7 @@ fn main() -> ExitCode {
     all.push(peers_seeds());
     all.push(legacy_client_seeds());
     all.push(agent_seeds());
+    all.push(probe_seeds());
     for seeds in &all {
         match seeds.write(&dir) {
             Ok(n) => println!("seed_corpus: {n} seeds for {}", seeds.target),
