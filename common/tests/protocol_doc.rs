@@ -1,13 +1,16 @@
 //! `docs/PROTOCOL.md` must describe the code: its tables are checked against the constants here.
 
+use wgpunch_common::agent::probing::{PROBE_BUDGET, PROBE_INTERVAL, PROBE_WAIT};
 use wgpunch_common::keys::KEY_LEN;
 use wgpunch_common::mac::MAC1_LABEL;
 use wgpunch_common::noise::{NOISE_PARAMS, PROLOGUE};
 use wgpunch_common::replay::WINDOW_SIZE;
 use wgpunch_common::server::{MAX_QUEUED_PUSHES, PUSH_BURST, PUSH_RATE, PUSH_WINDOW};
+use wgpunch_common::wire::candidates::*;
 use wgpunch_common::wire::endpoint::ENDPOINT_LEN;
 use wgpunch_common::wire::message::*;
 use wgpunch_common::wire::packet::*;
+use wgpunch_common::wire::probe::{PROBE_LEN, PROBE_MAGIC};
 
 fn doc() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
@@ -101,6 +104,40 @@ fn plaintext_table_matches_the_code() {
         &doc,
         &format!("number of peer keys in this part, at most {MAX_KEYS_PER_PART}"),
     );
+}
+
+#[test]
+fn candidates_and_probes_match_the_code() {
+    let doc = doc();
+    assert_documented(
+        &doc,
+        &format!("| `0x{KIND_CANDIDATES:02x}` | candidates | {CANDIDATES_REQUEST_LEN} |"),
+    );
+    assert_documented(&doc, &format!("| `0x{KIND_CANDIDATES_REPLY:02x}` | candidates reply | {CANDIDATES_REPLY_HEADER_LEN} + {ENDPOINT_LEN}·c, c from 0 to {MAX_CANDIDATES} |"));
+    assert_documented(
+        &doc,
+        &format!("### Candidates (`0x{KIND_CANDIDATES:02x}`, {CANDIDATES_REQUEST_LEN} bytes)"),
+    );
+    assert_documented(&doc, &format!("| 1 | 1 | flags: bit 0 (`0x{FLAG_KNOWN:02x}`) = *known*, bit 1 (`0x{FLAG_SAME_PUBLIC:02x}`) = *same public*"));
+    assert_documented(
+        &doc,
+        &format!("| 2 | 2 | c: number of candidates, at most {MAX_CANDIDATES} |"),
+    );
+    assert_documented(
+        &doc,
+        &format!("A probe is one {PROBE_LEN}-byte UDP payload"),
+    );
+    let magic: Vec<String> = PROBE_MAGIC.iter().map(|b| format!("{b:02x}")).collect();
+    assert_documented(&doc, &format!("| 0 | 4 | magic `{}`", magic.join(" ")));
+    assert_documented(
+        &doc,
+        &format!(
+            "every {} ms for up to {} s",
+            PROBE_INTERVAL.as_millis(),
+            PROBE_WAIT.as_secs_f64()
+        ),
+    );
+    assert_documented(&doc, &format!("one budget of {PROBE_BUDGET} a second"));
 }
 
 #[test]
