@@ -198,6 +198,46 @@ fn peers_behind_one_nat_connect_over_their_lan() {
     expect_ok(same_nat());
 }
 
+/// The same two peers with no candidates registered (`--deny-candidates 0.0.0.0/0,::/0`), as
+/// before candidates existed: each is given the other's public address, which the NAT does not
+/// hairpin, so no handshake follows and both exit 5. This shows the test bed does not hairpin, so
+/// the scenario above passes only through the LAN path.
+fn same_nat_public_only() -> Result<()> {
+    let internet = Internet::new()?;
+    let site = ServerSite::start(&internet)?;
+    let mut lan = internet.shared_nat("home-nat", NatKind::Firewall, &["a", "b"])?;
+    let b_host = lan.pop().ok_or_else(|| anyhow!("no host b"))?;
+    let a_host = lan.pop().ok_or_else(|| anyhow!("no host a"))?;
+    let a = Peer::start("a", a_host, tunnel_ip(0))?;
+    let b = Peer::start("b", b_host, tunnel_ip(1))?;
+    let peers = [&a, &b];
+    mesh(&peers)?;
+    let server = &site.server;
+    let started = Instant::now();
+    let mut clients = start_one_shot(&peers, &["--deny-candidates", "0.0.0.0/0,::/0"], server)?;
+    let mut outs = Vec::new();
+    for client in &mut clients {
+        outs.push(client.wait_timeout(CLIENT_BUDGET.saturating_sub(started.elapsed()))?);
+    }
+    let clients_exit = started.elapsed();
+    for out in &outs {
+        out.ensure_code(5).with_context(|| {
+            format!(
+                "without candidates, peers behind one NAT that does not hairpin must not connect\n{}",
+                diagnostics(&peers, server)
+            )
+        })?;
+    }
+    eprintln!("same NAT, public endpoints only: both exited 5 after {clients_exit:.1?}");
+    measure("same_nat_public_only", "clients_exit", clients_exit);
+    Ok(())
+}
+
+#[test]
+fn without_candidates_peers_behind_one_nat_find_no_path() {
+    expect_ok(same_nat_public_only());
+}
+
 /// Two dual-stack peers, each behind its own IPv4 NAT and IPv6 stateful firewall. With the
 /// default `--family auto` they connect over IPv6 (each one's endpoint is the other's global
 /// IPv6 address); with `--family 4` over IPv4 through their NATs.
