@@ -9,7 +9,9 @@
 //! IPv6 path needs both sides' probes to open the firewalls, as the punches do for IPv4. Each
 //! scenario asserts the endpoint `wg show` reports and a ping through the tunnel, and measures
 //! the time from starting the clients to the first ping crossing it (`MEASURE` lines, collected
-//! by `scripts/bench-connect`).
+//! by `scripts/bench-connect --suite candidates`). Also here: the same-NAT pair without
+//! candidates (it must not connect), three hosts on port 51820 behind one NAT, an IPv6-only
+//! pair, and a laptop whose host moves to another LAN under a continuous client.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
