@@ -300,7 +300,7 @@ async fn resolve(
         while let Some(event) = client.poll_event() {
             let at = start.elapsed();
             match event {
-                Event::Candidates { .. } => {}
+                Event::Candidates { .. } | Event::Mapping(_) => {}
                 Event::Connected => {
                     result.connected_after.get_or_insert(at);
                 }

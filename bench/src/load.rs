@@ -234,7 +234,7 @@ impl Side {
         let now = Instant::now();
         while let Some(event) = self.client.poll_event() {
             match event {
-                Event::Candidates { .. } => {}
+                Event::Candidates { .. } | Event::Mapping(_) => {}
                 Event::Connected => {
                     outcome.handshakes += 1;
                     if let Some(started) = self.handshake_started.take() {

@@ -335,7 +335,7 @@ impl Driver<'_> {
             Notice::Heard(Event::Unknown { peer }) => {
                 debug!(peer = %peer, "server cannot tell where this peer is yet")
             }
-            Notice::Heard(Event::Registered { .. }) => {}
+            Notice::Heard(Event::Registered { .. } | Event::Mapping(_)) => {}
             Notice::EndpointRefused {
                 peer,
                 endpoint,
@@ -356,6 +356,17 @@ impl Driver<'_> {
                 candidates,
             }) => {
                 debug!(peer = %peer, known, same_public, ?candidates, "server told the peer's candidates")
+            }
+            Notice::NatMapping { mapping, report } => {
+                let seen: Vec<String> = report
+                    .others
+                    .iter()
+                    .map(|(asked, seen)| match seen {
+                        Some(seen) => format!("{asked} saw {seen}"),
+                        None => format!("{asked} did not answer"),
+                    })
+                    .collect();
+                info!(main = ?report.main, others = %seen.join(", "), "this host is behind {mapping}")
             }
             Notice::CandidateAnswered {
                 peer,

@@ -19,12 +19,14 @@ use crate::backoff;
 use crate::cookie::{self, Cookie};
 use crate::handshake::{unix_nanos, Initiation};
 use crate::keys::{PrivateKey, PublicKey};
+use crate::mapping::{MappingCheck, MappingReport};
 use crate::noise::{Rng, Seed};
 use crate::session::Session;
 use crate::wire::message::{MAX_KEYS_PER_LOOKUP, MAX_KEYS_PER_PART, MAX_LOCAL_ADDRS};
 use crate::wire::packet::MAX_PLAINTEXT_LEN;
 use crate::wire::{
-    CandidatesReply, CandidatesRequest, Lookup, Packet, Push, PushAck, Register, Reply, Request,
+    CandidatesReply, CandidatesRequest, Lookup, ObserveReply, ObserveRequest, Packet, Push,
+    PushAck, Register, Reply, Request,
 };
 
 /// Sends of a candidates request before it is given up (an older server never answers one);
@@ -108,6 +110,9 @@ pub enum Event {
         /// Its candidates, as the server gave them (the agent checks them).
         candidates: Vec<SocketAddr>,
     },
+    /// The check that [`Client::check_mapping`] asked for is over: where the server's addresses
+    /// saw us.
+    Mapping(MappingReport),
 }
 
 #[derive(Debug)]
@@ -172,6 +177,20 @@ pub struct Client {
     candidates_wanted: BTreeSet<PublicKey>,
     /// Peers whose candidates the server has told in this session.
     candidates_known: BTreeSet<PublicKey>,
+    /// A mapping check to start once registered: the server's main address.
+    mapping_wanted: Option<SocketAddr>,
+    /// The mapping check under way: the server's address and the main request's id until it
+    /// answers, then the check itself.
+    mapping: Option<Mapping>,
+}
+
+/// A mapping check under way.
+#[derive(Debug)]
+enum Mapping {
+    /// Waiting for the main address's answer to this request.
+    Asked { server: SocketAddr, request_id: u32 },
+    /// Asking the mapping addresses.
+    Checking(MappingCheck),
 }
 
 impl std::fmt::Debug for Client {
@@ -220,6 +239,8 @@ impl Client {
             pushes: Pushes::default(),
             candidates_wanted: BTreeSet::new(),
             candidates_known: BTreeSet::new(),
+            mapping_wanted: None,
+            mapping: None,
         }
     }
 
@@ -265,6 +286,45 @@ impl Client {
     pub fn fetch_candidates(&mut self, peer: PublicKey) {
         if self.peers.contains(&peer) && !self.candidates_pending(&peer) {
             self.candidates_wanted.insert(peer);
+        }
+    }
+
+    /// Asks the server, at `server` (its main address), and then its mapping addresses where they
+    /// see us, once registered; the answer comes as [`Event::Mapping`]. A check under way starts
+    /// over.
+    pub fn check_mapping(&mut self, server: SocketAddr) {
+        if let Some(Mapping::Asked { request_id, .. }) = self.mapping.take() {
+            self.outstanding.remove(&request_id);
+        }
+        self.mapping_wanted = Some(server);
+    }
+
+    /// The next observe request to one of the server's mapping addresses, if one is due: where it
+    /// goes, and the datagram. Sent alongside [`Client::poll_transmit`], from the same port.
+    pub fn poll_mapping_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        self.finish_mapping(now);
+        let Some(Mapping::Checking(check)) = self.mapping.as_mut() else {
+            return None;
+        };
+        let (to, request_id) = check.due(now)?;
+        let mut plaintext = Vec::new();
+        Request::Observe(ObserveRequest { request_id })
+            .emit(&mut plaintext)
+            .ok()?;
+        let (session, _) = self.session.as_mut()?;
+        let mut datagram = Vec::new();
+        session.seal(&plaintext, &mut datagram).ok()?;
+        Some((to, datagram))
+    }
+
+    /// Reports a check whose every mapping address answered or ran out of time (as
+    /// [`Event::Mapping`]); also done by `poll_transmit` and when an answer comes.
+    pub fn finish_mapping(&mut self, now: Instant) {
+        if let Some(Mapping::Checking(check)) = &self.mapping {
+            if let Some(report) = check.finished(now) {
+                self.mapping = None;
+                self.events.push_back(Event::Mapping(report));
+            }
         }
     }
 
@@ -327,7 +387,10 @@ impl Client {
         self.outstanding.values().flat_map(|o| {
             let (peers, punched) = match &o.request {
                 Request::Lookup(l) => (l.peers.as_slice(), l.punched),
-                Request::Register(_) | Request::PushAck(_) | Request::Candidates(_) => (&[][..], 0),
+                Request::Register(_)
+                | Request::PushAck(_)
+                | Request::Candidates(_)
+                | Request::Observe(_) => (&[][..], 0),
             };
             peers
                 .iter()
@@ -351,7 +414,11 @@ impl Client {
             .map(|(_, at)| *at + self.config.rekey_after);
         let refresh = self.refresh_due();
         let ack = self.session.as_ref().and(self.pushes.ack_due);
-        [handshake, requests, rekey, refresh, ack]
+        let mapping = match &self.mapping {
+            Some(Mapping::Checking(check)) => check.poll_timeout(),
+            _ => None,
+        };
+        [handshake, requests, rekey, refresh, ack, mapping]
             .into_iter()
             .flatten()
             .min()
@@ -394,6 +461,7 @@ impl Client {
             self.drop_session();
         }
         self.give_up_candidates(now);
+        self.finish_mapping(now);
         let gave_up = self
             .outstanding
             .values()
@@ -511,6 +579,18 @@ impl Client {
                     },
                 );
             }
+            if let Some(server) = self.mapping_wanted.take() {
+                let request_id = self.request_id();
+                self.outstanding.insert(
+                    request_id,
+                    Outstanding {
+                        request: Request::Observe(ObserveRequest { request_id }),
+                        next_send: now,
+                        attempts: 0,
+                    },
+                );
+                self.mapping = Some(Mapping::Asked { server, request_id });
+            }
         }
     }
 
@@ -518,6 +598,21 @@ impl Client {
     /// not know them (or is gone, which the other requests find out). The peer is then taken to
     /// have none, until a push about it asks again.
     fn give_up_candidates(&mut self, now: Instant) {
+        if let Some(Mapping::Asked { request_id, .. }) = self.mapping {
+            if self
+                .outstanding
+                .get(&request_id)
+                .is_some_and(|o| o.next_send <= now && o.attempts >= CANDIDATE_ATTEMPTS)
+            {
+                debug!("the server does not answer observe requests");
+                self.outstanding.remove(&request_id);
+                self.mapping = None;
+                self.events.push_back(Event::Mapping(MappingReport {
+                    main: None,
+                    others: Vec::new(),
+                }));
+            }
+        }
         let stale: Vec<u32> = self
             .outstanding
             .iter()
@@ -628,6 +723,11 @@ impl Client {
             }
         }
         self.candidates_known.clear();
+        // A check under way starts over in the next session.
+        match self.mapping.take() {
+            Some(Mapping::Asked { server, .. }) => self.mapping_wanted = Some(server),
+            Some(Mapping::Checking(_)) | None => {}
+        }
         self.outstanding.clear();
         self.registration.in_progress = false;
         self.registration.done = None;
@@ -697,8 +797,33 @@ impl Client {
         }
     }
 
+    /// An observe reply: the main address's starts the check of the mapping addresses, theirs
+    /// fill it in. One that answers nothing of ours changes nothing.
+    fn on_observed(&mut self, now: Instant, answer: ObserveReply) {
+        match self.mapping.take() {
+            Some(Mapping::Asked { server, request_id }) if request_id == answer.request_id => {
+                self.outstanding.remove(&request_id);
+                let check = MappingCheck::new(
+                    server,
+                    answer.observed,
+                    &answer.alternates,
+                    || self.request_id(),
+                    now,
+                );
+                self.mapping = Some(Mapping::Checking(check));
+            }
+            Some(Mapping::Checking(mut check)) => {
+                check.on_reply(answer.request_id, answer.observed);
+                self.mapping = Some(Mapping::Checking(check));
+            }
+            other => self.mapping = other,
+        }
+        self.finish_mapping(now);
+    }
+
     fn handle_reply(&mut self, now: Instant, reply: Reply) {
         match reply {
+            Reply::Observed(answer) => self.on_observed(now, answer),
             Reply::RegisterAck(ack) => {
                 let Some(Outstanding {
                     request: Request::Register(register),

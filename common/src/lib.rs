@@ -11,6 +11,7 @@ pub mod handshake;
 pub mod keys;
 pub mod legacy;
 pub mod mac;
+pub mod mapping;
 pub mod noise;
 pub mod replay;
 pub mod server;

@@ -24,7 +24,7 @@ use wgpunch_common::server::Server;
 use wgpunch_common::session::Session;
 use wgpunch_common::wire::packet::{COOKIE_NONCE_LEN, MAX_PLAINTEXT_LEN};
 use wgpunch_common::wire::{
-    CandidatesReply, LookupReply, Packet, RegisterAck, Reply, Request, Sighting,
+    CandidatesReply, LookupReply, ObserveReply, Packet, RegisterAck, Reply, Request, Sighting,
 };
 
 use crate::input::{Input, Script};
@@ -455,6 +455,13 @@ impl ClientSim {
                 same_public: mode & 2 != 0,
                 candidates: (0..known % 10)
                     .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 1, i as u8)), port))
+                    .collect(),
+            }),
+            Request::Observe(observe) => Reply::Observed(ObserveReply {
+                request_id: observe.request_id.wrapping_add(id_offset),
+                observed: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)), port),
+                alternates: (0..known % 4)
+                    .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port ^ i as u16))
                     .collect(),
             }),
             // The server never answers an acknowledgement of its pushes.

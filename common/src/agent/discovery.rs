@@ -147,6 +147,22 @@ impl Discovery {
         }
     }
 
+    /// Checks how our NAT maps us, asking the server at `server` (natpunch-go's server cannot
+    /// tell).
+    pub fn check_mapping(&mut self, server: SocketAddr) {
+        if let Discovery::Native(c) = self {
+            c.check_mapping(server);
+        }
+    }
+
+    /// The next observe request to a mapping address of the server, and where it goes.
+    pub fn poll_mapping_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        match self {
+            Discovery::Native(c) => c.poll_mapping_transmit(now),
+            Discovery::NatpunchGo(_) => None,
+        }
+    }
+
     /// Asks for `peer`'s candidates (natpunch-go's server has none to tell).
     pub fn fetch_candidates(&mut self, peer: PublicKey) {
         if let Discovery::Native(c) = self {
@@ -187,7 +203,10 @@ impl Discovery {
     /// The next event, in wgpunch's terms, at `now`.
     pub fn poll_event(&mut self, now: Instant) -> Option<Event> {
         match self {
-            Discovery::Native(c) => c.poll_event(),
+            Discovery::Native(c) => {
+                c.finish_mapping(now);
+                c.poll_event()
+            }
             Discovery::NatpunchGo(l) => {
                 let event = l.client.poll_event()?;
                 Some(l.translate(event, now))

@@ -23,6 +23,7 @@ use tracing::debug;
 
 use crate::client::Event;
 use crate::keys::PublicKey;
+use crate::mapping::{MappingReport, NatMapping};
 use discovery::Discovery;
 use local::{Family, LocalAddr};
 use peers::{ParkReason, PeerAction, PeerPolicy, Peers, State};
@@ -186,6 +187,13 @@ pub enum Notice {
         /// How long.
         silent: Duration,
     },
+    /// A mapping check told how our NAT maps us (logged when it differs from the last).
+    NatMapping {
+        /// What it says.
+        mapping: NatMapping,
+        /// Where the server's addresses saw us.
+        report: MappingReport,
+    },
     /// A probe to one of a peer's candidates was answered: that path is used.
     CandidateAnswered {
         /// The peer.
@@ -252,6 +260,8 @@ pub struct Agent {
     local: SocketAddr,
     /// Our WireGuard port's public address as the server sees it.
     observed: Option<SocketAddr>,
+    /// How our NAT maps us, once a check told.
+    nat_mapping: Option<NatMapping>,
     started: Instant,
     next_lookup: Instant,
     /// Lookups in a row that the server answered with nothing but "unknown": the server pushes a
@@ -297,6 +307,7 @@ impl Agent {
             snapshot,
             local,
             observed: None,
+            nat_mapping: None,
             started: now,
             next_lookup: now,
             unknown_streak: 0,
@@ -590,6 +601,20 @@ impl Agent {
         self.discovery.poll_transmit(now, wall)
     }
 
+    /// The next datagram for one of the server's mapping addresses, and where it goes: sent like
+    /// [`Agent::poll_transmit`]'s, from the WireGuard port.
+    pub fn poll_mapping_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        if self.exited {
+            return None;
+        }
+        self.discovery.poll_mapping_transmit(now)
+    }
+
+    /// How our NAT maps us, once a check told.
+    pub fn nat_mapping(&self) -> Option<NatMapping> {
+        self.nat_mapping
+    }
+
     /// The next thing for the IO layer to do.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
@@ -665,6 +690,12 @@ impl Agent {
                 Event::Registered { observed, ttl } => {
                     let previous = self.observed.replace(observed);
                     if previous != Some(observed) {
+                        // A new mapping, maybe a new NAT: check how it maps us.
+                        if let Some(server) = self.config.server {
+                            self.discovery.check_mapping(server);
+                        }
+                    }
+                    if previous != Some(observed) {
                         self.notice(Notice::Registered {
                             observed,
                             ttl,
@@ -691,6 +722,14 @@ impl Agent {
                 Event::Unknown { .. } => {
                     unknown = true;
                     self.notice(Notice::Heard(event));
+                }
+                Event::Mapping(report) => {
+                    let server = self.config.server.unwrap_or(self.local);
+                    let mapping = report.classify(self.local, server);
+                    if self.nat_mapping != Some(mapping) {
+                        self.nat_mapping = Some(mapping);
+                        self.notice(Notice::NatMapping { mapping, report });
+                    }
                 }
                 Event::Candidates {
                     peer,

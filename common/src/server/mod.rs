@@ -11,6 +11,7 @@ mod expiry;
 mod key_state;
 pub mod legacy;
 pub mod limits;
+mod mapping;
 mod push;
 pub mod registry;
 
@@ -29,12 +30,23 @@ use crate::session::Session;
 use crate::wire::endpoint::canonical;
 use crate::wire::packet::{COOKIE_NONCE_LEN, MAC1_OFFSET, MAX_PLAINTEXT_LEN};
 use crate::wire::{
-    HandshakeInit, LookupReply, Packet, Register, RegisterAck, Reply, Request, Transport,
+    HandshakeInit, LookupReply, ObserveReply, Packet, Register, RegisterAck, Reply, Request,
+    Transport,
 };
 use key_state::{Held, KeyState, Queues, Refusal};
 use limits::{LoadMeter, SourceLimiter};
 use push::PushBudget;
 pub use push::{Transmit, MAX_QUEUED_PUSHES, PUSH_BURST, PUSH_RATE, PUSH_WINDOW};
+
+/// Which of the server's addresses a datagram arrived at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A listen address: the whole protocol.
+    Main,
+    /// A mapping address (a second port or address, [`ServerConfig::mapping`]): observe requests
+    /// only, so that a client can compare how its NAT maps it towards two destinations.
+    Mapping,
+}
 use registry::{Registration, Registry};
 
 /// Limits and lifetimes of the server's state.
@@ -75,6 +87,10 @@ pub struct ServerConfig {
     pub key_burst: u32,
     /// When set, natpunch-go clients are served too, on the same port (see [`legacy`]).
     pub natpunch_go: Option<legacy::LegacyConfig>,
+    /// The server's mapping addresses, as an observe reply at the main address lists them (at
+    /// most [`crate::wire::observe::MAX_ALTERNATES`]; an unspecified IP stands for the address the client talks to).
+    /// Datagrams that arrive there come [`Via::Mapping`].
+    pub mapping: Vec<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +111,7 @@ impl Default for ServerConfig {
             key_rate: 1,
             key_burst: 10,
             natpunch_go: None,
+            mapping: Vec::new(),
         }
     }
 }
@@ -144,6 +161,10 @@ pub struct Stats {
     pub push_acks: u64,
     /// Candidate requests answered.
     pub candidate_lookups: u64,
+    /// Observe requests answered, at the main address and at the mapping addresses.
+    pub observes: u64,
+    /// Dropped at a mapping address: anything but an observe request of a confirmed session.
+    pub mapping_refused: u64,
     /// Candidates dropped from registrations: unusable addresses, port 0 and repeats.
     pub candidates_trimmed: u64,
 }
@@ -283,6 +304,27 @@ impl Server {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Option<Vec<u8>> {
+        self.handle_via(now, wall, from, Via::Main, datagram)
+    }
+
+    /// Like [`Server::handle`], for a datagram that arrived `via` one of the server's addresses.
+    /// A mapping address answers only observe requests of confirmed sessions, and nothing that
+    /// arrives there registers, moves or refreshes a client.
+    pub fn handle_via(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from: SocketAddr,
+        via: Via,
+        datagram: &[u8],
+    ) -> Option<Vec<u8>> {
+        if via == Via::Mapping {
+            self.stats.datagrams += 1;
+            let from = canonical(from);
+            return self
+                .handle_mapping(now, from, datagram)
+                .filter(|r| r.len() <= datagram.len());
+        }
         self.stats.datagrams += 1;
         let from = canonical(from);
         // natpunch-go's types (1 to 3) never collide with ours (0x11 to 0x14): see legacy::packet.
@@ -516,6 +558,14 @@ impl Server {
             Request::Candidates(request) => {
                 self.stats.candidate_lookups += 1;
                 Reply::Candidates(self.registry.candidates(&client, request, now))
+            }
+            Request::Observe(request) => {
+                self.stats.observes += 1;
+                Reply::Observed(ObserveReply {
+                    request_id: request.request_id,
+                    observed: from,
+                    alternates: self.config.mapping.clone(),
+                })
             }
             Request::PushAck(ack) => {
                 self.stats.push_acks += 1;

@@ -10,6 +10,7 @@ use super::candidates::{
     CandidatesReply, CandidatesRequest, KIND_CANDIDATES, KIND_CANDIDATES_REPLY,
 };
 use super::endpoint::{self, ENDPOINT_LEN};
+use super::observe::{ObserveReply, ObserveRequest, KIND_OBSERVE, KIND_OBSERVE_REPLY};
 use super::reader::Reader;
 use super::WireError;
 use crate::keys::{PublicKey, KEY_LEN};
@@ -164,6 +165,8 @@ pub enum Request {
     PushAck(PushAck),
     /// See [`CandidatesRequest`].
     Candidates(CandidatesRequest),
+    /// See [`ObserveRequest`].
+    Observe(ObserveRequest),
 }
 
 /// A plaintext the server sends.
@@ -177,6 +180,8 @@ pub enum Reply {
     Push(Push),
     /// See [`CandidatesReply`].
     Candidates(CandidatesReply),
+    /// See [`ObserveReply`].
+    Observed(ObserveReply),
 }
 
 fn keys(r: &mut Reader<'_>, count: usize) -> Result<Vec<PublicKey>, WireError> {
@@ -286,6 +291,7 @@ impl Request {
                 Ok(Request::PushAck(PushAck { acked }))
             }
             KIND_CANDIDATES => Ok(Request::Candidates(CandidatesRequest::parse(&mut r)?)),
+            KIND_OBSERVE => Ok(Request::Observe(ObserveRequest::parse(&mut r)?)),
             _ => Err(WireError::UnknownType),
         }
     }
@@ -339,6 +345,7 @@ impl Request {
                 out.extend_from_slice(&m.acked.to_be_bytes());
             }
             Request::Candidates(m) => m.emit(out),
+            Request::Observe(m) => m.emit(out),
         }
         pad(out, start);
         Ok(())
@@ -404,6 +411,7 @@ impl Reply {
                 })
             }
             KIND_CANDIDATES_REPLY => Reply::Candidates(CandidatesReply::parse(&mut r)?),
+            KIND_OBSERVE_REPLY => Reply::Observed(ObserveReply::parse(&mut r)?),
             _ => return Err(WireError::UnknownType),
         };
         if !r.is_empty() {
@@ -437,6 +445,7 @@ impl Reply {
                 emit_entry(Some(m.sighting), out);
             }
             Reply::Candidates(m) => m.emit(out),
+            Reply::Observed(m) => m.emit(out),
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod candidates;
 pub mod endpoint;
 pub mod message;
+pub mod observe;
 pub mod packet;
 pub mod probe;
 pub mod reader;
@@ -11,6 +12,7 @@ pub use candidates::{CandidatesReply, CandidatesRequest};
 pub use message::{
     Lookup, LookupReply, Push, PushAck, Register, RegisterAck, Reply, Request, Sighting,
 };
+pub use observe::{ObserveReply, ObserveRequest};
 pub use packet::{CookieReply, HandshakeInit, HandshakeResponse, Packet, Transport};
 
 /// Why bytes were not accepted as a protocol message. Bad input is dropped, never answered.
