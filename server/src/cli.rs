@@ -45,6 +45,19 @@ pub struct Cli {
     )]
     pub listen: Vec<SocketAddr>,
 
+    /// A second UDP port, on the same addresses as the main one, that answers only "where do you
+    /// see me" requests of connected clients: comparing both answers tells a client whether its
+    /// NAT gives every destination its own port (symmetric). 0 turns it off. Default: the main
+    /// port plus one (51819).
+    #[arg(long, value_name = "PORT", env = "WGPUNCH_MAPPING_PORT")]
+    pub mapping_port: Option<u16>,
+
+    /// Also answer those requests at this address and port, another public address of this
+    /// host, which also tells clients whether their NAT maps each destination address apart.
+    /// Clients are given it as it is. Default: none.
+    #[arg(long, value_name = "ADDR:PORT", env = "WGPUNCH_MAPPING_ADDRESS")]
+    pub mapping_address: Option<SocketAddr>,
+
     /// The server's private key, in WireGuard's base64 form (`wg genkey`). Created with mode 0600
     /// if missing; refused if other users can read it. Default: $STATE_DIRECTORY/server.key under
     /// systemd, else ./wgpunch-server.key.
@@ -89,6 +102,24 @@ pub struct Cli {
         default_value = "info"
     )]
     pub log: String,
+}
+
+impl Cli {
+    /// The port of the main listen addresses (the first one's, with --listen).
+    pub fn main_port(&self) -> u16 {
+        self.listen.first().map_or(self.port, SocketAddr::port)
+    }
+
+    /// The second port to bind: --mapping-port, or the main port plus one (any free port when
+    /// the main port is 0, any free one too); `None` when turned off.
+    pub fn second_port(&self) -> Option<u16> {
+        match (self.mapping_port, self.main_port()) {
+            (Some(0), _) => None,
+            (Some(port), _) => Some(port),
+            (None, 0) => Some(0),
+            (None, main) => main.checked_add(1),
+        }
+    }
 }
 
 /// Protocols the server can serve besides its own.

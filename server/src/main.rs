@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use tracing::{info, warn};
-use wgpunch_common::server::{Server, ServerConfig};
+use wgpunch_common::server::{Server, ServerConfig, Via};
 use wgpunch_server::cli::Cli;
 use wgpunch_server::{allowed, keyfile, serve};
 
@@ -83,6 +83,9 @@ fn run(cli: Cli) -> Result<()> {
             .unwrap_or(0);
         info!(listen = %addr, sockets = per_address, receive_buffer = buffer, "listening");
     }
+    let (mapping_sockets, mapping) = bind_mapping(&cli, &sockets)?;
+    let mut sockets: Vec<_> = sockets.into_iter().map(|s| (s, Via::Main)).collect();
+    sockets.extend(mapping_sockets.into_iter().map(|s| (s, Via::Mapping)));
     info!(public_key = %public, "wgpunch-server ready");
 
     let mut seed = [0u8; 32];
@@ -99,6 +102,7 @@ fn run(cli: Cli) -> Result<()> {
         registration_ttl: Duration::from_secs(cli.registration_ttl),
         allowed_keys,
         natpunch_go: cli.natpunch_go(),
+        mapping,
         ..ServerConfig::default()
     };
     if let Some(compat) = &config.natpunch_go {
@@ -119,6 +123,48 @@ fn run(cli: Cli) -> Result<()> {
         "stopped"
     );
     Ok(())
+}
+
+/// Binds the mapping addresses: the second port on each main socket's address, and
+/// --mapping-address. Returns their sockets (one each: they see little traffic) and what clients
+/// are told (the second port with an unspecified address: "the one you talk to").
+fn bind_mapping(
+    cli: &Cli,
+    main: &[std::net::UdpSocket],
+) -> Result<(Vec<std::net::UdpSocket>, Vec<SocketAddr>)> {
+    let mut sockets = Vec::new();
+    let mut told = Vec::new();
+    if let Some(port) = cli.second_port() {
+        let mut addresses: Vec<std::net::IpAddr> = Vec::new();
+        for socket in main {
+            let ip = socket.local_addr().context("reading bound address")?.ip();
+            if !addresses.contains(&ip) {
+                addresses.push(ip);
+            }
+        }
+        let mut bound_port = port;
+        for ip in addresses {
+            let addr = SocketAddr::new(ip, port);
+            let group = serve::bind_group(addr, 1).with_context(|| {
+                format!("binding the mapping port {addr} (--mapping-port 0 turns it off)")
+            })?;
+            for socket in group {
+                let local = socket.local_addr().context("reading bound address")?;
+                bound_port = local.port();
+                info!(listen = %local, "answering mapping checks");
+                sockets.push(socket);
+            }
+        }
+        told.push(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), bound_port));
+    }
+    if let Some(addr) = cli.mapping_address {
+        let socket = serve::bind_group(addr, 1)
+            .with_context(|| format!("binding the mapping address {addr}"))?;
+        info!(listen = %addr, "answering mapping checks");
+        sockets.extend(socket);
+        told.push(addr);
+    }
+    Ok((sockets, told))
 }
 
 /// Binds `[::]:port` (IPv6 and IPv4), falling back to `0.0.0.0:port` where IPv6 is off.

@@ -11,7 +11,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 use wgpunch_common::server::legacy::LegacyStats;
-use wgpunch_common::server::{Server, Stats};
+use wgpunch_common::server::{Server, Stats, Via};
 
 /// How often expired state is dropped, a bounded amount at a time.
 const EXPIRE_EVERY: Duration = Duration::from_millis(100);
@@ -71,22 +71,24 @@ fn open(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Serves on `sockets` until `shutdown` completes, then returns the final counters.
+/// Serves on `sockets` until `shutdown` completes, then returns the final counters. Each socket
+/// says which of the server's addresses it is: a listen address ([`Via::Main`]) or a mapping
+/// address ([`Via::Mapping`]).
 ///
 /// Each socket gets its own task, which reads up to a batch of datagrams per system call
 /// (`recvmmsg`) and handles the whole batch under one lock of the shared [`Server`]. On a
 /// multi-threaded runtime the sockets are served in parallel.
 pub async fn serve(
     server: Server,
-    sockets: Vec<std::net::UdpSocket>,
+    sockets: Vec<(std::net::UdpSocket, Via)>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<Stats> {
     let server = Arc::new(Mutex::new(server));
     let mut tasks = tokio::task::JoinSet::new();
-    for socket in sockets {
+    for (socket, via) in sockets {
         let state = UdpSocketState::new((&socket).into())?;
         let socket = UdpSocket::from_std(socket)?;
-        tasks.spawn(receive_loop(Arc::clone(&server), socket, state));
+        tasks.spawn(receive_loop(Arc::clone(&server), socket, state, via));
     }
     tasks.spawn(housekeeping(Arc::clone(&server)));
     tokio::select! {
@@ -124,6 +126,7 @@ async fn receive_loop(
     server: Arc<Mutex<Server>>,
     socket: UdpSocket,
     state: UdpSocketState,
+    via: Via,
 ) -> io::Result<()> {
     // With UDP GRO the kernel may coalesce datagrams of one flow into a buffer, `stride` apart.
     let room = DATAGRAM_ROOM * state.gro_segments().max(1);
@@ -158,7 +161,7 @@ async fn receive_loop(
             for (meta, buffer) in meta.iter().zip(&buffers).take(count) {
                 let filled = buffer.get(..meta.len).unwrap_or_default();
                 for datagram in segments(filled, meta.stride) {
-                    if let Some(reply) = server.handle(now, wall, meta.addr, datagram) {
+                    if let Some(reply) = server.handle_via(now, wall, meta.addr, via, datagram) {
                         replies.push(Reply {
                             to: meta.addr,
                             from_ip: meta.dst_ip,

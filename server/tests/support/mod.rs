@@ -105,11 +105,18 @@ impl ServerProcess {
     }
 
     fn spawn(addr: SocketAddr, dir: &Path, args: &[String]) -> Child {
+        // The default second port (main + 1) could be another test's: none unless asked for.
+        let mapping: &[&str] = if args.iter().any(|a| a == "--mapping-port") {
+            &[]
+        } else {
+            &["--mapping-port", "0"]
+        };
         let child = Command::new(BIN)
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--key-file")
             .arg(dir.join("server.key"))
+            .args(mapping)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
