@@ -199,6 +199,111 @@ pub fn ipv6_program(server: Ipv6Addr, server_port: u16, local_port: u16) -> Vec<
     finish(prog)
 }
 
+/// Most sources a [`ipv4_sources_program`] or [`ipv6_sources_program`] takes: the server's main
+/// address and its mapping addresses.
+pub const MAX_SOURCES: usize = 4;
+
+/// A jump offset from the instruction at `at` to the one at `target` (both inside a program far
+/// shorter than the 255 instructions a jump can skip).
+fn offset(at: usize, target: usize) -> u8 {
+    u8::try_from(target.saturating_sub(at + 1)).unwrap_or(u8::MAX)
+}
+
+/// Like [`ipv4_program`], for several sources: accepts unfragmented UDP to `local_port` from any
+/// one of `sources` (address and port together; at most [`MAX_SOURCES`] are used).
+pub fn ipv4_sources_program(sources: &[(Ipv4Addr, u16)], local_port: u16) -> Vec<Insn> {
+    let sources = sources
+        .get(..sources.len().min(MAX_SOURCES))
+        .unwrap_or_default();
+    // Header checks (7 instructions), 4 per source, then drop and accept.
+    let drop_at = 7 + 4 * sources.len();
+    let accept_at = drop_at + 1;
+    let mut prog = Vec::with_capacity(accept_at + 1);
+    prog.push(load_byte(IPV4_PROTOCOL_OFFSET));
+    prog.push(Insn::jump(
+        BPF_JMP | BPF_JEQ | BPF_K,
+        IPPROTO_UDP,
+        0,
+        offset(1, drop_at),
+    ));
+    prog.push(load_half(IPV4_FRAGMENT_OFFSET));
+    prog.push(Insn::jump(
+        BPF_JMP | BPF_JSET | BPF_K,
+        IPV4_FRAGMENT_MASK,
+        offset(3, drop_at),
+        0,
+    ));
+    prog.push(Insn::stmt(BPF_LDX | BPF_B | BPF_MSH, 0));
+    prog.push(load_half_indexed(UDP_DESTINATION_PORT_OFFSET));
+    prog.push(Insn::jump(
+        BPF_JMP | BPF_JEQ | BPF_K,
+        u32::from(local_port),
+        0,
+        offset(6, drop_at),
+    ));
+    for (ip, port) in sources {
+        let at = prog.len();
+        prog.push(load_word(IPV4_SOURCE_OFFSET));
+        prog.push(Insn::jump(BPF_JMP | BPF_JEQ | BPF_K, u32::from(*ip), 0, 2));
+        prog.push(load_half_indexed(UDP_SOURCE_PORT_OFFSET));
+        prog.push(Insn::jump(
+            BPF_JMP | BPF_JEQ | BPF_K,
+            u32::from(*port),
+            offset(at + 3, accept_at),
+            0,
+        ));
+    }
+    prog.push(ret(DROP));
+    prog.push(ret(ACCEPT));
+    prog
+}
+
+/// Like [`ipv6_program`], for several sources: accepts UDP to `local_port` from any one of
+/// `sources` (address and port together; at most [`MAX_SOURCES`] are used).
+pub fn ipv6_sources_program(sources: &[(Ipv6Addr, u16)], local_port: u16) -> Vec<Insn> {
+    let sources = sources
+        .get(..sources.len().min(MAX_SOURCES))
+        .unwrap_or_default();
+    // The destination port (2 instructions), 10 per source, then drop and accept.
+    let drop_at = 2 + 10 * sources.len();
+    let accept_at = drop_at + 1;
+    let mut prog = Vec::with_capacity(accept_at + 1);
+    prog.push(load_half(UDP_DESTINATION_PORT_OFFSET));
+    prog.push(Insn::jump(
+        BPF_JMP | BPF_JEQ | BPF_K,
+        u32::from(local_port),
+        0,
+        offset(1, drop_at),
+    ));
+    for (ip, port) in sources {
+        let next = prog.len() + 10;
+        for (index, chunk) in (0u32..).zip(ip.octets().chunks_exact(4)) {
+            let word = chunk
+                .iter()
+                .fold(0u32, |acc, byte| (acc << 8) | u32::from(*byte));
+            prog.push(load_word(SKF_NET_OFF + IPV6_SOURCE_OFFSET + 4 * index));
+            let at = prog.len();
+            prog.push(Insn::jump(
+                BPF_JMP | BPF_JEQ | BPF_K,
+                word,
+                0,
+                offset(at, next),
+            ));
+        }
+        prog.push(load_half(UDP_SOURCE_PORT_OFFSET));
+        let at = prog.len();
+        prog.push(Insn::jump(
+            BPF_JMP | BPF_JEQ | BPF_K,
+            u32::from(*port),
+            offset(at, accept_at),
+            0,
+        ));
+    }
+    prog.push(ret(DROP));
+    prog.push(ret(ACCEPT));
+    prog
+}
+
 /// Offset of the payload behind the UDP header.
 const UDP_PAYLOAD_OFFSET: u32 = 8;
 
@@ -354,10 +459,52 @@ mod tests {
     }
 
     #[test]
+    fn sources_programs_accept_each_source_and_nothing_in_between() {
+        let second = Ipv4Addr::new(192, 0, 2, 9);
+        let prog = ipv4_sources_program(&[(SERVER4, 443), (SERVER4, 444), (second, 53)], 51820);
+        for (ip, port) in [(SERVER4, 443), (SERVER4, 444), (second, 53)] {
+            let p = ipv4_packet(ip, 17, 0, 1, port, 51820);
+            assert_eq!(run(&prog, &p, &p), ACCEPT, "{ip}:{port}");
+        }
+        for (ip, port, proto, frag, dport) in [
+            (second, 443, 17, 0, 51820),
+            (SERVER4, 53, 17, 0, 51820),
+            (Ipv4Addr::new(192, 0, 2, 8), 443, 17, 0, 51820),
+            (SERVER4, 443, 6, 0, 51820),
+            (SERVER4, 443, 17, 0x2000, 51820),
+            (SERVER4, 443, 17, 0, 51821),
+        ] {
+            let p = ipv4_packet(ip, proto, frag, 0, port, dport);
+            assert_eq!(
+                run(&prog, &p, &p),
+                DROP,
+                "{ip}:{port} proto {proto} frag {frag}"
+            );
+        }
+        let other6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9);
+        let prog6 = ipv6_sources_program(&[(SERVER6, 443), (other6, 444)], 51820);
+        let net = |ip: Ipv6Addr| {
+            let mut net = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+            net.extend_from_slice(&ip.octets());
+            net.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+            net
+        };
+        let udp = |s: u16, d: u16| [s.to_be_bytes(), d.to_be_bytes(), [0, 8], [0, 0]].concat();
+        assert_eq!(run(&prog6, &udp(443, 51820), &net(SERVER6)), ACCEPT);
+        assert_eq!(run(&prog6, &udp(444, 51820), &net(other6)), ACCEPT);
+        assert_eq!(run(&prog6, &udp(444, 51820), &net(SERVER6)), DROP);
+        assert_eq!(run(&prog6, &udp(443, 51820), &net(other6)), DROP);
+        assert_eq!(run(&prog6, &udp(443, 51821), &net(SERVER6)), DROP);
+        assert_eq!(run(&ipv4_sources_program(&[], 1), &[0; 40], &[0; 40]), DROP);
+    }
+
+    #[test]
     fn every_jump_stays_inside_the_program() {
         for prog in [
             ipv4_program(SERVER4, 1, 2),
             ipv6_program(SERVER6, 1, 2),
+            ipv4_sources_program(&[(SERVER4, 1); MAX_SOURCES + 1], 2),
+            ipv6_sources_program(&[(SERVER6, 1); MAX_SOURCES + 1], 2),
             ipv4_probe_program(2, MAGIC),
             ipv6_probe_program(2, MAGIC),
         ] {

@@ -63,6 +63,8 @@ pub struct RawUdp {
     local: SocketAddr,
     /// The server.
     server: SocketAddr,
+    /// The server's mapping addresses, heard as well as the server (same family only).
+    mapping: Vec<SocketAddr>,
     /// Packets that passed the kernel filter but were rejected here.
     dropped: AtomicU64,
 }
@@ -103,6 +105,7 @@ impl RawUdp {
             punch_socket,
             local,
             server,
+            mapping: Vec::new(),
             dropped: AtomicU64::new(0),
         };
         raw.drain()?;
@@ -140,14 +143,68 @@ impl RawUdp {
 
     /// Sends one UDP datagram with `payload` to the server from local_port.
     pub fn send(&self, payload: &[u8]) -> Result<(), RawError> {
-        let datagram =
-            packet::emit_udp(self.local, self.server, payload).map_err(|e| RawError::Io {
-                what: "building the UDP datagram",
-                source: io::Error::new(io::ErrorKind::InvalidInput, e),
-            })?;
+        self.send_to(self.server, payload)
+    }
+
+    /// Hears the server's mapping addresses `mapping` as well as the server (those of another
+    /// family than the server's are left out): re-attaches the kernel filter, which needs no
+    /// privilege. Returns the addresses now heard.
+    pub fn hear_also(&mut self, mapping: &[SocketAddr]) -> Result<&[SocketAddr], RawError> {
+        let mut heard: Vec<SocketAddr> = Vec::new();
+        for addr in mapping.iter().map(|a| canonical(*a)) {
+            if addr.is_ipv4() == self.server.is_ipv4()
+                && addr != self.server
+                && !heard.contains(&addr)
+                && heard.len() + 1 < bpf::MAX_SOURCES
+            {
+                heard.push(addr);
+            }
+        }
+        if heard == self.mapping {
+            return Ok(&self.mapping);
+        }
+        let all = std::iter::once(self.server).chain(heard.iter().copied());
+        let port = self.local.port();
+        let program = match self.server {
+            SocketAddr::V4(_) => bpf::ipv4_sources_program(
+                &all.filter_map(|a| match a {
+                    SocketAddr::V4(v4) => Some((*v4.ip(), v4.port())),
+                    SocketAddr::V6(_) => None,
+                })
+                .collect::<Vec<_>>(),
+                port,
+            ),
+            SocketAddr::V6(_) => bpf::ipv6_sources_program(
+                &all.filter_map(|a| match a {
+                    SocketAddr::V6(v6) => Some((*v6.ip(), v6.port())),
+                    SocketAddr::V4(_) => None,
+                })
+                .collect::<Vec<_>>(),
+                port,
+            ),
+        };
+        sys::attach_filter(&self.socket, &program)
+            .map_err(RawError::io("attaching the BPF filter to the raw socket"))?;
+        self.mapping = heard;
+        Ok(&self.mapping)
+    }
+
+    /// The server's mapping addresses heard besides the server.
+    pub fn heard(&self) -> &[SocketAddr] {
+        &self.mapping
+    }
+
+    /// Sends one UDP datagram with `payload` to `to` (the server, or one of its mapping
+    /// addresses) from local_port.
+    pub fn send_to(&self, to: SocketAddr, payload: &[u8]) -> Result<(), RawError> {
+        let to = canonical(to);
+        let datagram = packet::emit_udp(self.local, to, payload).map_err(|e| RawError::Io {
+            what: "building the UDP datagram",
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        })?;
         let sent = self
             .socket
-            .send_to(&datagram, &raw_addr(self.server))
+            .send_to(&datagram, &raw_addr(to))
             .map_err(RawError::io("sending to the server through the raw socket"))?;
         if sent != datagram.len() {
             return Err(RawError::Io {
@@ -241,7 +298,8 @@ impl RawUdp {
             // The data starts at the UDP header; the source comes from recvfrom.
             SocketAddr::V6(_) => (from, None, packet::parse_udp(data).map_err(reason)?),
         };
-        if source != Some(self.server.ip()) || udp.source_port != self.server.port() {
+        let heard = |addr: &SocketAddr| source == Some(addr.ip()) && udp.source_port == addr.port();
+        if !heard(&self.server) && !self.mapping.iter().any(heard) {
             return Err("not from the server");
         }
         if destination.is_some_and(|d| d != self.local.ip())

@@ -12,6 +12,7 @@ use wgpunch_common::agent::{Action, Agent, AgentConfig, Notice, Outcome};
 use wgpunch_common::client::{Client, ClientConfig, Event};
 use wgpunch_common::keys::PublicKey;
 use wgpunch_common::legacy::client::{LegacyClient, LegacyConfig};
+use wgpunch_common::mapping::NatMapping;
 use wgpunch_common::wire::packet::TRANSPORT_MAX_LEN;
 
 use crate::addrs::{self, CandidateFilter};
@@ -188,6 +189,9 @@ impl Driver<'_> {
                     warn!(server = %self.server, error = %e, "could not send to the server; trying again");
                 }
             }
+            while let Some((to, datagram)) = self.agent.poll_mapping_transmit(now) {
+                self.send_mapping(to, &datagram);
+            }
             let wake = self
                 .agent
                 .poll_timeout()
@@ -226,6 +230,21 @@ impl Driver<'_> {
                     );
                 }
             }
+        }
+    }
+
+    /// Sends an observe request to a mapping address of the server, hearing that address first.
+    fn send_mapping(&mut self, to: SocketAddr, datagram: &[u8]) {
+        if !self.raw.heard().contains(&to) {
+            let mut heard = self.raw.heard().to_vec();
+            heard.push(to);
+            if let Err(e) = self.raw.hear_also(&heard) {
+                debug!(to = %to, error = %e, "cannot hear the server's mapping address");
+                return;
+            }
+        }
+        if let Err(e) = self.raw.send_to(to, datagram) {
+            debug!(to = %to, error = %e, "could not send to the server's mapping address");
         }
     }
 
@@ -400,7 +419,7 @@ impl Driver<'_> {
                 EXIT_OK
             }
             Outcome::NoHandshake { failed } => {
-                report_no_handshake(&failed, cli.handshake_timeout);
+                report_no_handshake(&failed, cli.handshake_timeout, self.agent.nat_mapping());
                 EXIT_NO_HANDSHAKE
             }
             Outcome::NoServer => {
@@ -421,7 +440,7 @@ impl Driver<'_> {
                 peers,
             } => {
                 if !failed.is_empty() {
-                    report_no_handshake(&failed, cli.handshake_timeout);
+                    report_no_handshake(&failed, cli.handshake_timeout, self.agent.nat_mapping());
                 }
                 eprintln!(
                     "wgpunch-client: {} of {peers} peers unresolved after {} s (not registered with the server, or they \
@@ -438,11 +457,21 @@ impl Driver<'_> {
     }
 }
 
-fn report_no_handshake(failed: &[(PublicKey, SocketAddr)], waited: u64) {
+fn report_no_handshake(failed: &[(PublicKey, SocketAddr)], waited: u64, nat: Option<NatMapping>) {
+    let cause = match nat {
+        Some(nat) if !nat.allows_direct() => format!(
+            "This host is behind {nat}, so the address the server saw is not the one the peer's packets would reach"
+        ),
+        Some(nat) => format!(
+            "This host is behind {nat}; most likely the peer's NAT maps per destination (symmetric NAT)"
+        ),
+        None => "Most likely this host's NAT or the peer's maps per destination (symmetric NAT), so the address the \
+                 server saw is not the one the peer's packets would reach"
+            .to_owned(),
+    };
     eprintln!(
         "wgpunch-client: no WireGuard handshake within {waited} s with {} peer(s) after setting their endpoints: no \
-         direct path. Most likely this host's NAT or the peer's maps per destination (symmetric NAT), so the address \
-         the server saw is not the one the peer's packets would reach; a relay is needed for these:",
+         direct path. {cause}; a relay is needed for these:",
         failed.len()
     );
     for (key, endpoint) in failed {

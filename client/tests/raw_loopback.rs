@@ -211,6 +211,54 @@ fn ipv4_datagram_from_another_address_with_the_servers_port_is_not_returned() {
     assert_eq!(recv(&raw, 1500, WAIT).as_deref(), Some(&b"genuine"[..]));
 }
 
+/// A mapping address, once heard, is talked to and heard from like the server; a stranger still
+/// is not.
+fn a_mapping_address_is_heard_once_added(ip: IpAddr) {
+    let (server, mut raw, local) = setup(ip);
+    let mapping = udp_socket(ip);
+    let mapping_addr = mapping
+        .local_addr()
+        .unwrap_or_else(|e| panic!("reading the mapping address: {e}"));
+    send_to(&mapping, b"too early", local);
+    assert_eq!(
+        recv(&raw, 1500, QUIET),
+        None,
+        "not heard before it is added"
+    );
+    let heard = raw
+        .hear_also(&[mapping_addr])
+        .unwrap_or_else(|e| panic!("re-attaching the filter failed: {e}"))
+        .to_vec();
+    assert_eq!(heard, vec![mapping_addr]);
+    raw.send_to(mapping_addr, b"observe")
+        .unwrap_or_else(|e| panic!("raw send failed: {e}"));
+    let mut buf = [0u8; 64];
+    let (n, from) = mapping
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("the mapping address got nothing: {e}"));
+    assert_eq!((buf.get(..n), from), (Some(&b"observe"[..]), local));
+    send_to(&mapping, b"observed", local);
+    assert_eq!(recv(&raw, 1500, WAIT).as_deref(), Some(&b"observed"[..]));
+    send_to(&server, b"still the server", local);
+    assert_eq!(
+        recv(&raw, 1500, WAIT).as_deref(),
+        Some(&b"still the server"[..])
+    );
+    let stranger = udp_socket(ip);
+    send_to(&stranger, b"spoofed", local);
+    assert_eq!(recv(&raw, 1500, QUIET), None);
+}
+
+#[test]
+fn ipv4_a_mapping_address_is_heard_once_added() {
+    a_mapping_address_is_heard_once_added(V4);
+}
+
+#[test]
+fn ipv6_a_mapping_address_is_heard_once_added() {
+    a_mapping_address_is_heard_once_added(V6);
+}
+
 #[test]
 fn recv_times_out_when_nothing_comes() {
     let (_server, raw, _local) = setup(V4);

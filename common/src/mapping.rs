@@ -152,8 +152,13 @@ impl MappingCheck {
             } else {
                 canonical(*alternate)
             };
-            // Only another port or address of the server says anything; no port 0.
-            if to == server || to.port() == 0 || asks.iter().any(|a| a.to == to) {
+            // Only another port or address of the server, of the family we talk to it in, says
+            // anything; no port 0.
+            if to == server
+                || to.port() == 0
+                || to.is_ipv4() != server.is_ipv4()
+                || asks.iter().any(|a| a.to == to)
+            {
                 continue;
             }
             asks.push(Ask {

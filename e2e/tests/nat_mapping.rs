@@ -1,0 +1,98 @@
+//! NAT mapping detection: a client on each kind of site of the test bed asks the server's main
+//! port and its second port where they see its WireGuard port, and says in plain words what kind
+//! of NAT it is behind, within its first second. The NAT routers are real nftables NATs; the
+//! symmetric one gives every destination its own port, so only it shows the second port another
+//! mapping.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use wgpunch_e2e::{
+    expect_ok, measure, server_addr, wait_until, Internet, NatKind, Netns, Peer, Process, Server,
+    WgKeys, HOST_IF, SERVER_IP,
+};
+
+/// How long a client may take to say what it is behind.
+const DETECTION_BUDGET: Duration = Duration::from_secs(10);
+
+/// The line the client logs, and what it must say for each kind of site.
+const DETECTED: &str = "this host is behind";
+
+fn detect() -> Result<()> {
+    let internet = Internet::new()?;
+    let server_ns = Netns::new("server")?;
+    let ip = internet.attach(&server_ns, HOST_IF)?;
+    ensure!(ip == SERVER_IP, "the server is the first site, {SERVER_IP}");
+    let server = Server::start(&server_ns, &[server_addr()])?;
+    let sites: [(&str, Option<NatKind>, &str); 5] = [
+        ("public", None, "no NAT"),
+        (
+            "masq",
+            Some(NatKind::Masquerade),
+            "one mapping for every destination, keeping our port",
+        ),
+        (
+            "fw",
+            Some(NatKind::Firewall),
+            "one mapping for every destination, keeping our port",
+        ),
+        (
+            "remap",
+            Some(NatKind::EimRemap),
+            "one mapping for every destination, on another port",
+        ),
+        ("sym", Some(NatKind::Symmetric), "a symmetric NAT"),
+    ];
+    // A peer that never registers keeps each one-shot client running while it checks.
+    let absent = WgKeys::generate()?;
+    let mut peers = Vec::new();
+    for (i, (name, kind, expected)) in (0u8..).zip(sites) {
+        let host = match kind {
+            None => internet.public_host(name)?,
+            Some(kind) => internet.nat_host(name, kind)?,
+        };
+        let peer = Peer::start(name, host, std::net::Ipv4Addr::new(192, 0, 2, 1 + i))?;
+        peer.wg().add_peer(absent.public(), &["192.0.2.200/32"])?;
+        peers.push((peer, expected));
+    }
+    // All clients start at once, so the time until the last one has said it bounds each one's.
+    let started = Instant::now();
+    let mut running: Vec<(Peer, Process, &str)> = Vec::new();
+    for (peer, expected) in peers {
+        let client = peer
+            .client_cmd(&["--timeout", "30"], &server)?
+            .spawn(&format!("wgpunch-client on {}", peer.name()))?;
+        running.push((peer, client, expected));
+    }
+    for (peer, client, expected) in &mut running {
+        let line = wait_until(
+            &format!("{} to say what NAT it is behind", peer.name()),
+            DETECTION_BUDGET,
+            || {
+                client.ensure_running()?;
+                Ok(client
+                    .stderr()
+                    .lines()
+                    .find(|l| l.contains(DETECTED))
+                    .map(str::to_owned))
+            },
+        )
+        .with_context(|| format!("{}\n{}", client.log_tail(), server.log_tail()))?;
+        eprintln!("{}: {line}", peer.name());
+        ensure!(
+            line.contains(*expected),
+            "{} ({}) says {line:?}, expected {expected:?}",
+            peer.name(),
+            peer.host().describe()
+        );
+    }
+    let all = started.elapsed();
+    eprintln!("every client said what NAT it is behind within {all:.2?} of starting them");
+    measure("nat_mapping", "all_detected", all);
+    Ok(())
+}
+
+#[test]
+fn each_client_says_what_kind_of_nat_it_is_behind() {
+    expect_ok(detect());
+}
