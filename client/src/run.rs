@@ -372,9 +372,13 @@ impl Driver<'_> {
                 peer,
                 known,
                 same_public,
+                hard_nat,
                 candidates,
             }) => {
-                debug!(peer = %peer, known, same_public, ?candidates, "server told the peer's candidates")
+                debug!(peer = %peer, known, same_public, hard_nat, ?candidates, "server told the peer's candidates")
+            }
+            Notice::NoDirectPath { peer } => {
+                warn!(peer = %peer, "this host's NAT and the peer's both give each destination its own port: no direct path can work, so not waiting for its handshake")
             }
             Notice::NatMapping { mapping, report } => {
                 let seen: Vec<String> = report
@@ -458,22 +462,27 @@ impl Driver<'_> {
 }
 
 fn report_no_handshake(failed: &[(PublicKey, SocketAddr)], waited: u64, nat: Option<NatMapping>) {
-    let cause = match nat {
-        Some(nat) if !nat.allows_direct() => format!(
-            "This host is behind {nat}, so the address the server saw is not the one the peer's packets would reach"
+    let count = failed.len();
+    match nat {
+        // Peers behind such a NAT too were given up on at once; the others after the wait.
+        Some(nat) if !nat.allows_direct() => eprintln!(
+            "wgpunch-client: no direct path to {count} peer(s). This host is behind {nat}: its NAT maps per \
+             destination, so the address the server saw is not the one a peer's packets would reach. Peers behind \
+             such a NAT too were not waited for (the log names them); with the others no WireGuard handshake came \
+             within {waited} s. A relay is needed for these:"
         ),
-        Some(nat) => format!(
-            "This host is behind {nat}; most likely the peer's NAT maps per destination (symmetric NAT)"
+        Some(nat) => eprintln!(
+            "wgpunch-client: no WireGuard handshake within {waited} s with {count} peer(s) after setting their \
+             endpoints: no direct path. This host is behind {nat}; most likely the peer's NAT maps per \
+             destination (symmetric NAT). A relay is needed for these:"
         ),
-        None => "Most likely this host's NAT or the peer's maps per destination (symmetric NAT), so the address the \
-                 server saw is not the one the peer's packets would reach"
-            .to_owned(),
-    };
-    eprintln!(
-        "wgpunch-client: no WireGuard handshake within {waited} s with {} peer(s) after setting their endpoints: no \
-         direct path. {cause}; a relay is needed for these:",
-        failed.len()
-    );
+        None => eprintln!(
+            "wgpunch-client: no WireGuard handshake within {waited} s with {count} peer(s) after setting their \
+             endpoints: no direct path. Most likely this host's NAT or the peer's maps per destination \
+             (symmetric NAT), so the address the server saw is not the one the peer's packets would reach; a \
+             relay is needed for these:"
+        ),
+    }
     for (key, endpoint) in failed {
         eprintln!("  {key} (tried {endpoint})");
     }

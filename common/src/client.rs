@@ -107,6 +107,8 @@ pub enum Event {
         known: bool,
         /// The server sees both of us at one public IP address.
         same_public: bool,
+        /// The peer declared a NAT that maps each destination to its own port.
+        hard_nat: bool,
         /// Its candidates, as the server gave them (the agent checks them).
         candidates: Vec<SocketAddr>,
     },
@@ -177,8 +179,13 @@ pub struct Client {
     candidates_wanted: BTreeSet<PublicKey>,
     /// Peers whose candidates the server has told in this session.
     candidates_known: BTreeSet<PublicKey>,
+    /// Peers pushed about while their candidates were being asked for: the answer may predate
+    /// the change, so they are asked for again once it comes.
+    candidates_stale: BTreeSet<PublicKey>,
     /// A mapping check to start once registered: the server's main address.
     mapping_wanted: Option<SocketAddr>,
+    /// We declare that our NAT maps each destination to its own port.
+    hard_nat: bool,
     /// The mapping check under way: the server's address and the main request's id until it
     /// answers, then the check itself.
     mapping: Option<Mapping>,
@@ -239,7 +246,9 @@ impl Client {
             pushes: Pushes::default(),
             candidates_wanted: BTreeSet::new(),
             candidates_known: BTreeSet::new(),
+            candidates_stale: BTreeSet::new(),
             mapping_wanted: None,
+            hard_nat: false,
             mapping: None,
         }
     }
@@ -252,6 +261,14 @@ impl Client {
     /// True while a session with the server is established.
     pub fn is_connected(&self) -> bool {
         self.session.is_some()
+    }
+
+    /// True while a registration asked for since the last one completed has not been
+    /// acknowledged (after [`Client::set_hard_nat`] or [`Client::set_local_addrs`] changed what
+    /// we declare, or [`Client::refresh`]).
+    pub fn is_reregistering(&self) -> bool {
+        self.registration.done.is_some()
+            && (self.registration.requested || self.registration.in_progress)
     }
 
     /// True once the server has acknowledged our whole current registration.
@@ -337,19 +354,34 @@ impl Client {
                 .any(|o| matches!(&o.request, Request::Candidates(c) if c.peer == *peer))
     }
 
+    /// Declares (or no longer) that our NAT maps each destination to its own port, as a mapping
+    /// check found; a change registers anew at once. Only for a server that answered the check:
+    /// an older one refuses registrations with the flag.
+    pub fn set_hard_nat(&mut self, hard_nat: bool) {
+        if hard_nat != self.hard_nat {
+            self.hard_nat = hard_nat;
+            self.register_again();
+        }
+    }
+
     /// Replaces the local addresses we declare; a change registers anew at once.
     pub fn set_local_addrs(&mut self, local_addrs: Vec<SocketAddr>) {
         let mut local_addrs = local_addrs;
         local_addrs.truncate(MAX_LOCAL_ADDRS);
         if local_addrs != self.local_addrs {
             self.local_addrs = local_addrs;
-            self.registration.requested = true;
-            if self.registration.in_progress {
-                // The registration in flight carries the old addresses: start over.
-                self.registration.in_progress = false;
-                self.outstanding
-                    .retain(|_, o| !matches!(o.request, Request::Register(_)));
-            }
+            self.register_again();
+        }
+    }
+
+    /// What we declare changed: register anew at once, dropping a registration in flight (it
+    /// carries the old declaration).
+    fn register_again(&mut self) {
+        self.registration.requested = true;
+        if self.registration.in_progress {
+            self.registration.in_progress = false;
+            self.outstanding
+                .retain(|_, o| !matches!(o.request, Request::Register(_)));
         }
     }
 
@@ -635,6 +667,7 @@ impl Client {
                     peer: c.peer,
                     known: false,
                     same_public: false,
+                    hard_nat: false,
                     candidates: Vec::new(),
                 });
             }
@@ -672,6 +705,7 @@ impl Client {
                     vec![]
                 },
                 watch: self.config.watch,
+                hard_nat: self.hard_nat,
             };
             unacked.insert(part);
             self.outstanding.insert(
@@ -723,6 +757,7 @@ impl Client {
             }
         }
         self.candidates_known.clear();
+        self.candidates_stale.clear();
         // A check under way starts over in the next session.
         match self.mapping.take() {
             Some(Mapping::Asked { server, .. }) => self.mapping_wanted = Some(server),
@@ -896,8 +931,13 @@ impl Client {
             peer: asked.peer,
             known: reply.known,
             same_public: reply.same_public,
+            hard_nat: reply.hard_nat,
             candidates: reply.candidates,
         });
+        if self.candidates_stale.remove(&asked.peer) {
+            self.candidates_known.remove(&asked.peer);
+            self.fetch_candidates(asked.peer);
+        }
     }
 
     /// A push from the server: only about a peer we declared, only once (sequences increase in
@@ -910,6 +950,9 @@ impl Client {
         self.pushes.ack_due.get_or_insert(now);
         // Something about the peer changed: its candidates may have too.
         self.candidates_known.remove(&push.peer);
+        if self.candidates_pending(&push.peer) && !self.candidates_wanted.contains(&push.peer) {
+            self.candidates_stale.insert(push.peer);
+        }
         self.fetch_candidates(push.peer);
         let s = push.sighting;
         trace!(peer = %push.peer, endpoint = %s.endpoint, sequence = push.sequence, "pushed");

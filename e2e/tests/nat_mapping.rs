@@ -96,3 +96,61 @@ fn detect() -> Result<()> {
 fn each_client_says_what_kind_of_nat_it_is_behind() {
     expect_ok(detect());
 }
+
+/// Two peers each behind a symmetric NAT: both clients learn from their mapping checks that
+/// their NAT gives each destination its own port, tell the server, hear the same of the other,
+/// and exit 5 at once, naming the cause, instead of waiting out the handshake timeout.
+fn symmetric_pair() -> Result<()> {
+    let internet = Internet::new()?;
+    let server_ns = Netns::new("server")?;
+    internet.attach(&server_ns, HOST_IF)?;
+    let server = Server::start(&server_ns, &[server_addr()])?;
+    let a = Peer::start(
+        "a",
+        internet.nat_host("a", NatKind::Symmetric)?,
+        std::net::Ipv4Addr::new(192, 0, 2, 1),
+    )?;
+    let b = Peer::start(
+        "b",
+        internet.nat_host("b", NatKind::Symmetric)?,
+        std::net::Ipv4Addr::new(192, 0, 2, 2),
+    )?;
+    a.add_peer(&b)?;
+    b.add_peer(&a)?;
+    let started = Instant::now();
+    let mut clients = [&a, &b]
+        .iter()
+        .map(|p| {
+            p.client_cmd(&["--timeout", "30"], &server)?
+                .spawn(&format!("wgpunch-client on {}", p.name()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut outs = Vec::new();
+    for client in &mut clients {
+        outs.push(client.wait_timeout(Duration::from_secs(45))?);
+    }
+    let exited = started.elapsed();
+    let logs = || {
+        let logs: Vec<String> = outs.iter().map(ToString::to_string).collect();
+        format!("{}\n{}", logs.join("\n"), server.log_tail())
+    };
+    for out in &outs {
+        out.ensure_code(5)
+            .with_context(|| format!("a symmetric pair has no direct path\n{}", logs()))?;
+        ensure!(
+            out.stderr
+                .contains("both give each destination its own port")
+                && out.stderr.contains("a symmetric NAT"),
+            "the client does not say why: {out}\n{}",
+            logs()
+        );
+    }
+    eprintln!("a symmetric pair: both clients exited 5 after {exited:.2?}");
+    measure("symmetric_pair", "clients_exit", exited);
+    Ok(())
+}
+
+#[test]
+fn a_symmetric_pair_knows_at_once_that_no_direct_path_exists() {
+    expect_ok(symmetric_pair());
+}

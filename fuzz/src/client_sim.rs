@@ -453,6 +453,7 @@ impl ClientSim {
                 peer: candidates.peer,
                 known: mode & 16 != 0,
                 same_public: mode & 2 != 0,
+                hard_nat: mode & 1 != 0,
                 candidates: (0..known % 10)
                     .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 1, i as u8)), port))
                     .collect(),

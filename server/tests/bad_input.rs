@@ -117,6 +117,7 @@ fn register_plaintext(peers: &[u8]) -> Vec<u8> {
         peers: peers.iter().map(|&p| public(p)).collect(),
         local_addrs: vec![],
         watch: false,
+        hard_nat: false,
     }))
 }
 

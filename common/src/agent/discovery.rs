@@ -116,6 +116,15 @@ impl Discovery {
         }
     }
 
+    /// True while a new registration (one that declares something new) is asked for or in
+    /// flight: a one-shot run waits for it before it ends, so the peers hear of it.
+    pub fn is_reregistering(&self) -> bool {
+        match self {
+            Discovery::Native(c) => c.is_reregistering(),
+            Discovery::NatpunchGo(_) => false,
+        }
+    }
+
     /// True while a handshake or request waits for its answer.
     pub fn is_waiting(&self) -> bool {
         match self {
@@ -152,6 +161,13 @@ impl Discovery {
     pub fn check_mapping(&mut self, server: SocketAddr) {
         if let Discovery::Native(c) = self {
             c.check_mapping(server);
+        }
+    }
+
+    /// Declares (or no longer) a NAT that maps each destination to its own port.
+    pub fn set_hard_nat(&mut self, hard_nat: bool) {
+        if let Discovery::Native(c) = self {
+            c.set_hard_nat(hard_nat);
         }
     }
 

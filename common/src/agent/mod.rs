@@ -15,7 +15,7 @@ pub mod probing;
 pub mod sanity;
 pub mod snapshot;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -187,6 +187,12 @@ pub enum Notice {
         /// How long.
         silent: Duration,
     },
+    /// Our NAT and the peer's both map each destination to their own port: no direct path can
+    /// work, so a one-shot run stops waiting for the peer.
+    NoDirectPath {
+        /// The peer.
+        peer: PublicKey,
+    },
     /// A mapping check told how our NAT maps us (logged when it differs from the last).
     NatMapping {
         /// What it says.
@@ -262,6 +268,8 @@ pub struct Agent {
     observed: Option<SocketAddr>,
     /// How our NAT maps us, once a check told.
     nat_mapping: Option<NatMapping>,
+    /// Peers whose NAT, the server says, maps each destination to its own port.
+    hard_peers: BTreeSet<PublicKey>,
     started: Instant,
     next_lookup: Instant,
     /// Lookups in a row that the server answered with nothing but "unknown": the server pushes a
@@ -308,6 +316,7 @@ impl Agent {
             local,
             observed: None,
             nat_mapping: None,
+            hard_peers: BTreeSet::new(),
             started: now,
             next_lookup: now,
             unknown_streak: 0,
@@ -418,6 +427,10 @@ impl Agent {
                 .on_resolved(peer, endpoint, peer_has_yours, &current, now, wall);
         }
         self.answers = held;
+        let hard: Vec<PublicKey> = self.hard_peers.iter().copied().collect();
+        for peer in hard {
+            self.check_direct_path(peer, now);
+        }
         if self.peers.take_suspect() {
             self.suspect_pending = true;
         }
@@ -567,6 +580,7 @@ impl Agent {
             self.notice(Notice::NoCandidateAnswered { peer });
             self.peers.probing_failed(&peer);
             self.next_lookup = now;
+            self.check_direct_path(peer, now);
         }
         self.take_probes();
         if now >= self.next_lookup {
@@ -668,6 +682,29 @@ impl Agent {
         }
     }
 
+    /// When our NAT and `peer`'s both map each destination to their own port, no direct path can
+    /// work: a one-shot run stops waiting for the peer at once instead of for its handshake
+    /// (continuous mode keeps trying; the peer's LAN candidates are tried first either way).
+    fn check_direct_path(&mut self, peer: PublicKey, now: Instant) {
+        let ours_hard = self.nat_mapping.is_some_and(|m| !m.allows_direct());
+        if !ours_hard || !self.hard_peers.contains(&peer) {
+            return;
+        }
+        let tunnel = self.snapshot.tunnel_networks();
+        let lan_left = !self.prober.targets(&peer, self.ours(&tunnel)).is_empty();
+        if lan_left || self.prober.is_probing(&peer) {
+            return;
+        }
+        if self.config.continuous {
+            return;
+        }
+        if self.peers.no_direct_path(&peer, now) {
+            // The run ends once everything is settled (checked after the events, or the next
+            // interface read).
+            self.notice(Notice::NoDirectPath { peer });
+        }
+    }
+
     fn notice(&mut self, notice: Notice) {
         self.actions.push_back(Action::Notice(notice));
     }
@@ -726,17 +763,31 @@ impl Agent {
                 Event::Mapping(report) => {
                     let server = self.config.server.unwrap_or(self.local);
                     let mapping = report.classify(self.local, server);
+                    // Only a server that answered the check knows the flag.
+                    if report.main.is_some() {
+                        self.discovery.set_hard_nat(!mapping.allows_direct());
+                    }
                     if self.nat_mapping != Some(mapping) {
                         self.nat_mapping = Some(mapping);
                         self.notice(Notice::NatMapping { mapping, report });
+                    }
+                    let hard: Vec<PublicKey> = self.hard_peers.iter().copied().collect();
+                    for peer in hard {
+                        self.check_direct_path(peer, now);
                     }
                 }
                 Event::Candidates {
                     peer,
                     same_public,
+                    hard_nat,
                     ref candidates,
                     ..
                 } => {
+                    if hard_nat {
+                        self.hard_peers.insert(peer);
+                    } else {
+                        self.hard_peers.remove(&peer);
+                    }
                     let tunnel = self.snapshot.tunnel_networks();
                     let checked =
                         PeerCandidates::checked(same_public, candidates, self.ours(&tunnel));
@@ -757,6 +808,7 @@ impl Agent {
                             _ => {}
                         }
                     }
+                    self.check_direct_path(peer, now);
                 }
             }
         }
@@ -862,6 +914,11 @@ impl Agent {
         // natpunch-go's server may not tell us our address: a handshake registers us there.
         let registered = self.observed.is_some() || self.discovery.is_registered();
         if self.config.continuous || self.exited || !registered || !self.peers.is_settled() {
+            return;
+        }
+        // What we declare changed (our NAT's kind, our addresses): end once the server has it,
+        // so that the peers hear of it.
+        if self.discovery.is_reregistering() {
             return;
         }
         let failed = self.peers.without_handshake();

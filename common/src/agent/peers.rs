@@ -678,6 +678,32 @@ impl Peers {
         }
     }
 
+    /// No direct path to `peer` can work (our NAT and its both map each destination to their own
+    /// port): stop waiting for it, as if its handshake had not come. Only for a peer the server
+    /// has given an endpoint and that is not on a candidate path or connected; returns whether it
+    /// was stopped.
+    pub fn no_direct_path(&mut self, peer: &PublicKey, now: Instant) -> bool {
+        let Some(tracked) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        let Some(endpoint) = tracked.told else {
+            return false;
+        };
+        if tracked.candidate.is_some() {
+            return false;
+        }
+        match tracked.state {
+            State::Wanted | State::Yielding { .. } | State::Verifying { .. } => {
+                tracked.state = State::NoHandshake {
+                    endpoint,
+                    since: now,
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The candidate path of `peer`, if its endpoint is one.
     pub fn candidate_path(&self, peer: &PublicKey) -> Option<SocketAddr> {
         self.peers.get(peer).and_then(|t| t.candidate)
@@ -923,6 +949,25 @@ mod tests {
             Some(now + Duration::from_millis(200)),
             "for the measured wait, not the whole yield time"
         );
+    }
+
+    #[test]
+    fn a_peer_without_a_direct_path_is_given_up_once_its_endpoint_is_known() {
+        let now = Instant::now();
+        let mut peers = waiting(false, now);
+        assert!(!peers.no_direct_path(&A, now), "nothing told yet");
+        answer(&mut peers, false, &peer(None, None, 0), now);
+        assert!(peers.no_direct_path(&A, now));
+        assert_eq!(
+            peers.state(&A),
+            Some(State::NoHandshake {
+                endpoint: endpoint(),
+                since: now
+            })
+        );
+        assert!(peers.is_settled());
+        assert_eq!(peers.without_handshake(), vec![(A, endpoint())]);
+        assert!(!peers.no_direct_path(&A, now), "only once");
     }
 
     #[test]

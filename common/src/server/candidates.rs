@@ -56,6 +56,7 @@ mod tests {
             peer: key(2).public_key(),
             known,
             same_public,
+            hard_nat: false,
             candidates: addrs(candidates),
         })
     }
@@ -104,6 +105,7 @@ mod tests {
             peer: key(4).public_key(),
             known: false,
             same_public: false,
+            hard_nat: false,
             candidates: vec![],
         }));
     }
@@ -134,6 +136,23 @@ mod tests {
             peer: key(2).public_key(),
             known: true,
             same_public: false,
+            hard_nat: false,
+            candidates: addrs(&["10.9.0.2:51820"]),
+        }));
+        // A NAT that maps per destination, once declared, is pushed and told the same way.
+        b.set_hard_nat(true);
+        exchange(&mut world, &mut b, "198.51.100.2:51820");
+        assert_eq!(world.server.stats().pushes, first + 2, "a new NAT flag");
+        let push = std::iter::from_fn(|| world.server.poll_transmit())
+            .last()
+            .unwrap();
+        a.handle_datagram(world.now, &push.datagram);
+        let events = exchange(&mut world, &mut a, "203.0.113.1:51820");
+        assert!(events.contains(&Event::Candidates {
+            peer: key(2).public_key(),
+            known: true,
+            same_public: false,
+            hard_nat: true,
             candidates: addrs(&["10.9.0.2:51820"]),
         }));
     }

@@ -176,6 +176,7 @@ struct Assembly {
     parts: Vec<Option<Vec<PublicKey>>>,
     local_addrs: Vec<SocketAddr>,
     watch: bool,
+    hard_nat: bool,
 }
 
 #[derive(Debug)]
@@ -622,6 +623,7 @@ impl Server {
                 parts: vec![None; parts],
                 local_addrs: vec![],
                 watch: false,
+                hard_nat: false,
             }),
         };
         if assembly.parts.len() != parts {
@@ -631,6 +633,7 @@ impl Server {
         if register.part == 0 {
             assembly.local_addrs = register.local_addrs;
             assembly.watch = register.watch;
+            assembly.hard_nat = register.hard_nat;
         }
         if let Some(slot) = assembly.parts.get_mut(usize::from(register.part)) {
             *slot = Some(register.peers);
@@ -647,7 +650,7 @@ impl Server {
             let declared_len = declared.len();
             let local_addrs = candidates::trim(declared);
             let trimmed = declared_len - local_addrs.len();
-            let watch = assembly.watch;
+            let (watch, hard_nat) = (assembly.watch, assembly.hard_nat);
             session.assembly = None;
             session.committed = Some(register.generation);
             let registration = Registration {
@@ -655,6 +658,7 @@ impl Server {
                 seen: now,
                 peers,
                 local_addrs,
+                hard_nat,
                 given: BTreeMap::new(),
                 watch,
                 session: index,
@@ -662,8 +666,9 @@ impl Server {
             let before = self
                 .registry
                 .get(&client, now)
-                .map(|r| r.local_addrs.clone());
-            let changed = before.as_ref() != Some(&registration.local_addrs);
+                .map(|r| (r.local_addrs.clone(), r.hard_nat));
+            let changed =
+                before.as_ref() != Some(&(registration.local_addrs.clone(), registration.hard_nat));
             if !self.registry.register(client, registration, now) {
                 if let Some(s) = self.sessions.get_mut(&index) {
                     s.committed = None;
@@ -673,8 +678,8 @@ impl Server {
             }
             self.stats.candidates_trimmed += trimmed as u64;
             debug!(peer = %client, endpoint = %from, "registered");
-            // A new registration, or new candidates: the watching peers hear of it at once (a
-            // push makes them ask for the candidates again).
+            // A new registration, or new candidates or NAT flag: the watching peers hear of it at
+            // once (a push makes them ask for the candidates again).
             if before.is_none() || changed {
                 self.push_about(client, now);
             }

@@ -20,6 +20,8 @@ pub struct Registration {
     pub peers: BTreeSet<PublicKey>,
     /// The local addresses the client declared.
     pub local_addrs: Vec<SocketAddr>,
+    /// The client declared that its NAT maps each destination to its own port.
+    pub hard_nat: bool,
     /// For each peer this client was told about: the endpoint it was told, and when it last
     /// confirmed a punch towards that endpoint.
     pub given: BTreeMap<PublicKey, Given>,
@@ -226,6 +228,7 @@ impl Registry {
             peer: request.peer,
             known: false,
             same_public: false,
+            hard_nat: false,
             candidates: Vec::new(),
         };
         if self.sighting(requester, &request.peer, now).is_some() {
@@ -234,6 +237,7 @@ impl Registry {
             {
                 reply.known = true;
                 reply.same_public = asker.endpoint.ip() == found.endpoint.ip();
+                reply.hard_nat = found.hard_nat;
                 reply.candidates = found.local_addrs.clone();
             }
         }
@@ -359,6 +363,7 @@ mod tests {
             seen: now,
             peers: peers.iter().map(|&n| key(n)).collect(),
             local_addrs: vec![],
+            hard_nat: false,
             given: BTreeMap::new(),
             watch: true,
             session: 0,

@@ -6,8 +6,9 @@
 //! ```
 //! The request is padded to the length of the largest reply, so that, like every other answer,
 //! the reply is never larger than what caused it. Reply flags: [`FLAG_KNOWN`] (the peer is
-//! registered and lists the asker back, so the list is its real one, maybe empty) and
-//! [`FLAG_SAME_PUBLIC`] (the server sees both at the same public address). A peer the server
+//! registered and lists the asker back, so the list is its real one, maybe empty),
+//! [`FLAG_SAME_PUBLIC`] (the server sees both at the same public address) and [`FLAG_HARD_NAT`]
+//! (the peer declared a NAT that maps each destination to its own port). A peer the server
 //! cannot tell about gets no flags and no candidates, alike for unknown, expired and not
 //! consenting.
 
@@ -33,6 +34,8 @@ pub const CANDIDATES_REQUEST_LEN: usize =
 pub const FLAG_KNOWN: u8 = 0x01;
 /// Reply flag: the server sees the asker and the peer at the same public IP address.
 pub const FLAG_SAME_PUBLIC: u8 = 0x02;
+/// Reply flag: the peer declared that its NAT maps each destination to its own port.
+pub const FLAG_HARD_NAT: u8 = 0x04;
 
 /// Asks for the candidates of `peer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +57,8 @@ pub struct CandidatesReply {
     pub known: bool,
     /// The server sees both at one public IP address ([`FLAG_SAME_PUBLIC`]).
     pub same_public: bool,
+    /// The peer's NAT maps each destination to its own port ([`FLAG_HARD_NAT`]).
+    pub hard_nat: bool,
     /// Where the peer's WireGuard port may be reached besides its public endpoint.
     pub candidates: Vec<SocketAddr>,
 }
@@ -94,7 +99,7 @@ impl CandidatesReply {
         let count = usize::from(r.u16().ok_or(WireError::Truncated)?);
         let request_id = r.u32().ok_or(WireError::Truncated)?;
         let peer = PublicKey(r.array::<KEY_LEN>().ok_or(WireError::Truncated)?);
-        if flags & !(FLAG_KNOWN | FLAG_SAME_PUBLIC) != 0 {
+        if flags & !(FLAG_KNOWN | FLAG_SAME_PUBLIC | FLAG_HARD_NAT) != 0 {
             return Err(WireError::Reserved);
         }
         let known = flags & FLAG_KNOWN != 0;
@@ -113,6 +118,7 @@ impl CandidatesReply {
             peer,
             known,
             same_public: flags & FLAG_SAME_PUBLIC != 0,
+            hard_nat: flags & FLAG_HARD_NAT != 0,
             candidates,
         })
     }
@@ -132,6 +138,9 @@ impl CandidatesReply {
             flags |= FLAG_KNOWN;
             if self.same_public {
                 flags |= FLAG_SAME_PUBLIC;
+            }
+            if self.hard_nat {
+                flags |= FLAG_HARD_NAT;
             }
         }
         out.extend_from_slice(&[KIND_CANDIDATES_REPLY, flags]);
@@ -168,6 +177,7 @@ mod tests {
             peer: key(1),
             known: true,
             same_public: true,
+            hard_nat: true,
             candidates: vec!["[2001:db8::1]:51820".parse().unwrap(); MAX_CANDIDATES + 3],
         })
         .emit(&mut reply);
@@ -187,6 +197,7 @@ mod tests {
             peer: key(2),
             known: false,
             same_public: true,
+            hard_nat: true,
             candidates: vec!["10.0.0.1:1".parse().unwrap()],
         };
         Reply::Candidates(unknown).emit(&mut bytes);

@@ -38,6 +38,9 @@ pub const MAX_KEYS_PER_PART: usize = 32;
 pub const MAX_LOCAL_ADDRS: usize = 8;
 /// Registration flag (header offset 14): push me what changes about my peers.
 pub const FLAG_WATCH: u16 = 0x0001;
+/// Registration flag: my NAT maps each destination to its own port (my mapping check said so).
+/// Sent only to a server that answered an observe request, so older servers never see it.
+pub const FLAG_HARD_NAT: u16 = 0x0002;
 /// Length of a registration acknowledgement.
 pub const REGISTER_ACK_LEN: usize = 8 + ENDPOINT_LEN;
 // The smallest request must be able to carry the largest fixed-size reply.
@@ -88,6 +91,9 @@ pub struct Register {
     /// [`FLAG_WATCH`]: the client asks to be pushed what changes about its peers. The client
     /// sets it alike on every part; the server takes it from part 0, as the local addresses.
     pub watch: bool,
+    /// [`FLAG_HARD_NAT`]: the client's NAT maps each destination to its own port. Taken from
+    /// part 0 too; peers learn it with the client's candidates.
+    pub hard_nat: bool,
 }
 
 /// The server's acknowledgement of one registration part.
@@ -228,7 +234,7 @@ impl Request {
                 let generation = r.u32().ok_or(WireError::Truncated)?;
                 let key_count = usize::from(r.u16().ok_or(WireError::Truncated)?);
                 let flags = r.u16().ok_or(WireError::Truncated)?;
-                if flags & !FLAG_WATCH != 0 {
+                if flags & !(FLAG_WATCH | FLAG_HARD_NAT) != 0 {
                     return Err(WireError::Reserved);
                 }
                 if parts == 0 || part >= parts || key_count > MAX_KEYS_PER_PART {
@@ -257,6 +263,7 @@ impl Request {
                     peers,
                     local_addrs,
                     watch: flags & FLAG_WATCH != 0,
+                    hard_nat: flags & FLAG_HARD_NAT != 0,
                 }))
             }
             KIND_LOOKUP => {
@@ -316,7 +323,8 @@ impl Request {
                 out.extend_from_slice(&m.request_id.to_be_bytes());
                 out.extend_from_slice(&m.generation.to_be_bytes());
                 out.extend_from_slice(&(m.peers.len() as u16).to_be_bytes());
-                let flags = if m.watch { FLAG_WATCH } else { 0 };
+                let flags = if m.watch { FLAG_WATCH } else { 0 }
+                    | if m.hard_nat { FLAG_HARD_NAT } else { 0 };
                 out.extend_from_slice(&flags.to_be_bytes());
                 for key in &m.peers {
                     out.extend_from_slice(key.as_bytes());
@@ -513,6 +521,7 @@ mod tests {
             peers: vec![],
             local_addrs: vec![],
             watch: false,
+            hard_nat: false,
         });
         let bytes = emit_request(&register);
         assert_eq!(bytes.len(), MIN_REQUEST_LEN);
@@ -529,6 +538,7 @@ mod tests {
             peers: (0..MAX_KEYS_PER_PART as u8).map(key).collect(),
             local_addrs: vec!["[2001:db8::1]:51820".parse().unwrap(); MAX_LOCAL_ADDRS],
             watch: true,
+            hard_nat: false,
         });
         let bytes = emit_request(&register);
         assert_eq!(bytes.len(), crate::wire::packet::MAX_PLAINTEXT_LEN);
@@ -569,6 +579,7 @@ mod tests {
             peers: vec![],
             local_addrs: vec!["198.51.100.1:1".parse().unwrap()],
             watch: true,
+            hard_nat: false,
         });
         assert_eq!(
             addrs_in_later_part.emit(&mut Vec::new()),
@@ -626,6 +637,7 @@ mod tests {
             peers: vec![],
             local_addrs: vec![],
             watch: false,
+            hard_nat: false,
         }));
         let mut dirty = short.clone();
         if let Some(last) = dirty.last_mut() {
@@ -638,7 +650,7 @@ mod tests {
     }
 
     #[test]
-    fn the_watch_flag_is_bit_0_at_offset_14_and_other_bits_are_refused() {
+    fn the_watch_and_hard_nat_flags_are_bits_0_and_1_at_offset_14_and_other_bits_are_refused() {
         let mut bytes = emit_request(&Request::Register(Register {
             request_id: 1,
             generation: 1,
@@ -647,9 +659,19 @@ mod tests {
             peers: vec![],
             local_addrs: vec![],
             watch: true,
+            hard_nat: false,
         }));
         assert_eq!(bytes.get(14..16), Some(&[0, 1][..]));
-        for bit in 1..16 {
+        bytes[14..16].copy_from_slice(&(FLAG_WATCH | FLAG_HARD_NAT).to_be_bytes());
+        assert!(matches!(
+            Request::parse(&bytes),
+            Ok(Request::Register(Register {
+                watch: true,
+                hard_nat: true,
+                ..
+            }))
+        ));
+        for bit in 2..16 {
             let flags = FLAG_WATCH | 1 << bit;
             bytes[14..16].copy_from_slice(&flags.to_be_bytes());
             assert_eq!(
@@ -731,21 +753,24 @@ mod tests {
             1u8..=255,
             proptest::collection::vec(arb_key(), 0..=MAX_KEYS_PER_PART),
             proptest::collection::vec(arb_addr(), 0..=MAX_LOCAL_ADDRS),
-            any::<bool>(),
+            any::<(bool, bool)>(),
         )
-            .prop_flat_map(|(request_id, generation, parts, peers, addrs, watch)| {
-                (0..parts).prop_map(move |part| {
-                    Request::Register(Register {
-                        request_id,
-                        generation,
-                        part,
-                        parts,
-                        peers: peers.clone(),
-                        local_addrs: if part == 0 { addrs.clone() } else { vec![] },
-                        watch,
+            .prop_flat_map(
+                |(request_id, generation, parts, peers, addrs, (watch, hard_nat))| {
+                    (0..parts).prop_map(move |part| {
+                        Request::Register(Register {
+                            request_id,
+                            generation,
+                            part,
+                            parts,
+                            peers: peers.clone(),
+                            local_addrs: if part == 0 { addrs.clone() } else { vec![] },
+                            watch,
+                            hard_nat,
+                        })
                     })
-                })
-            });
+                },
+            );
         let lookup = (
             any::<u32>(),
             proptest::collection::vec(arb_key(), 1..=MAX_KEYS_PER_LOOKUP),
@@ -808,15 +833,16 @@ mod tests {
         let candidates = (
             any::<u32>(),
             arb_key(),
-            any::<bool>(),
+            any::<(bool, bool)>(),
             proptest::collection::vec(arb_addr(), 0..=super::super::candidates::MAX_CANDIDATES),
         )
-            .prop_map(|(request_id, peer, same_public, candidates)| {
+            .prop_map(|(request_id, peer, (same_public, hard_nat), candidates)| {
                 Reply::Candidates(CandidatesReply {
                     request_id,
                     peer,
                     known: true,
                     same_public,
+                    hard_nat,
                     candidates,
                 })
             });

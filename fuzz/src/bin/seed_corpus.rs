@@ -93,6 +93,7 @@ fn requests() -> Vec<(&'static str, Request)> {
             peers,
             local_addrs,
             watch: part == 0,
+            hard_nat: false,
         })
     };
     vec![
@@ -177,6 +178,7 @@ fn replies() -> Vec<(&'static str, Reply)> {
                 peer: world::peer(0),
                 known: true,
                 same_public: true,
+                hard_nat: false,
                 candidates: vec![v4([192, 168, 1, 30], 51820), v6(3, 51820)],
             }),
         ),
@@ -400,6 +402,7 @@ fn server_seeds() -> Seeds {
             peers,
             local_addrs: vec![v4([10, 0, 0, 5], 51820)],
             watch: true,
+            hard_nat: false,
         })
     };
     let ask = |peers, punched| lookup(200, peers, punched);
@@ -428,6 +431,7 @@ fn server_seeds() -> Seeds {
             peers,
             local_addrs: vec![],
             watch: true,
+            hard_nat: false,
         })
     };
     seeds.add(
