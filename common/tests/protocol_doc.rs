@@ -3,12 +3,14 @@
 use wgpunch_common::agent::probing::{PROBE_BUDGET, PROBE_INTERVAL, PROBE_WAIT};
 use wgpunch_common::keys::KEY_LEN;
 use wgpunch_common::mac::MAC1_LABEL;
+use wgpunch_common::mapping::{MAPPING_INTERVAL, MAPPING_SENDS};
 use wgpunch_common::noise::{NOISE_PARAMS, PROLOGUE};
 use wgpunch_common::replay::WINDOW_SIZE;
 use wgpunch_common::server::{MAX_QUEUED_PUSHES, PUSH_BURST, PUSH_RATE, PUSH_WINDOW};
 use wgpunch_common::wire::candidates::*;
 use wgpunch_common::wire::endpoint::ENDPOINT_LEN;
 use wgpunch_common::wire::message::*;
+use wgpunch_common::wire::observe::*;
 use wgpunch_common::wire::packet::*;
 use wgpunch_common::wire::probe::{PROBE_LEN, PROBE_MAGIC};
 
@@ -138,6 +140,41 @@ fn candidates_and_probes_match_the_code() {
         ),
     );
     assert_documented(&doc, &format!("one budget of {PROBE_BUDGET} a second"));
+}
+
+#[test]
+fn the_mapping_check_matches_the_code() {
+    let doc = doc();
+    assert_documented(
+        &doc,
+        &format!("| `0x{KIND_OBSERVE:02x}` | observe | {OBSERVE_REQUEST_LEN} |"),
+    );
+    assert_documented(&doc, &format!("| `0x{KIND_OBSERVE_REPLY:02x}` | observe reply | {OBSERVE_REPLY_HEADER_LEN} + {ENDPOINT_LEN}·n, n from 0 to {MAX_ALTERNATES} |"));
+    assert_documented(
+        &doc,
+        &format!("### Observe (`0x{KIND_OBSERVE:02x}`, {OBSERVE_REQUEST_LEN} bytes)"),
+    );
+    assert_documented(
+        &doc,
+        &format!(
+            "bit 1 (`0x{:04x}`) = *hard NAT*",
+            wgpunch_common::wire::message::FLAG_HARD_NAT
+        ),
+    );
+    assert_documented(
+        &doc,
+        &format!(
+            "bit 2 (`0x{:02x}`) = *hard NAT*",
+            wgpunch_common::wire::candidates::FLAG_HARD_NAT
+        ),
+    );
+    assert_documented(
+        &doc,
+        &format!(
+            "{MAPPING_SENDS} times {} ms apart",
+            MAPPING_INTERVAL.as_millis()
+        ),
+    );
 }
 
 #[test]
