@@ -27,7 +27,7 @@ use wgpunch_common::cookie::{self, Cookie};
 use wgpunch_common::handshake::Initiation;
 use wgpunch_common::legacy::packet::{parse_from_server, FromServer};
 use wgpunch_common::legacy::{self, LegacySession, LookupRequest};
-use wgpunch_common::server::Server;
+use wgpunch_common::server::{Server, Via};
 use wgpunch_common::session::Session;
 use wgpunch_common::wire::endpoint::canonical;
 use wgpunch_common::wire::message::PUSH_DATAGRAM_LEN;
@@ -40,6 +40,8 @@ use crate::world::{self, Clock};
 /// Most operations one input runs.
 pub const MAX_OPS: usize = 96;
 /// Most datagrams the real client may send in one step.
+/// Source selectors from this one up send to the server's second port ([`Via::Mapping`]).
+const MAPPING_SOURCES: u8 = 200;
 const MAX_SENDS_PER_STEP: usize = 8;
 /// How many past datagrams are kept for resending.
 const HISTORY: usize = 64;
@@ -370,10 +372,23 @@ impl ServerSim {
         let replayed = self.answered.contains(datagram);
         let before_answers = answers(&self.server);
         let before = self.server.stats().clone();
+        // Sources from selector MAPPING_SOURCES up reach the server's second port instead.
+        let via = if from.port() >= world::source(MAPPING_SOURCES).port() {
+            Via::Mapping
+        } else {
+            Via::Main
+        };
         let reply = self
             .server
-            .handle(self.clock.now, self.clock.wall, from, datagram);
+            .handle_via(self.clock.now, self.clock.wall, from, via, datagram);
         let after = self.server.stats().clone();
+        if via == Via::Mapping {
+            assert_eq!(
+                (after.registrations, after.pushes, after.lookups),
+                (before.registrations, before.pushes, before.lookups),
+                "the second port registered, pushed or answered a lookup"
+            );
+        }
         assert_eq!(
             after.datagrams,
             before.datagrams + 1,

@@ -22,8 +22,8 @@ use wgpunch_common::session::Session;
 use wgpunch_common::wire::packet::COOKIE_NONCE_LEN;
 use wgpunch_common::wire::probe::{Probe, ProbeKind};
 use wgpunch_common::wire::{
-    CandidatesReply, CandidatesRequest, Lookup, LookupReply, Packet, Push, PushAck, Register,
-    RegisterAck, Reply, Request, Sighting,
+    CandidatesReply, CandidatesRequest, Lookup, LookupReply, ObserveReply, ObserveRequest, Packet,
+    Push, PushAck, Register, RegisterAck, Reply, Request, Sighting,
 };
 use wgpunch_fuzz::agent_sim::{self, AgentOp};
 use wgpunch_fuzz::client_sim::{self, ClientOp};
@@ -118,6 +118,10 @@ fn requests() -> Vec<(&'static str, Request)> {
                 peer: world::peer(0),
             }),
         ),
+        (
+            "observe",
+            Request::Observe(ObserveRequest { request_id: 10 }),
+        ),
     ]
 }
 
@@ -180,6 +184,14 @@ fn replies() -> Vec<(&'static str, Reply)> {
                 same_public: true,
                 hard_nat: false,
                 candidates: vec![v4([192, 168, 1, 30], 51820), v6(3, 51820)],
+            }),
+        ),
+        (
+            "observe-reply",
+            Reply::Observed(ObserveReply {
+                request_id: 10,
+                observed: v4([203, 0, 113, 10], 40001),
+                alternates: vec![v4([0, 0, 0, 0], 51819), v6(4, 51818)],
             }),
         ),
     ]
