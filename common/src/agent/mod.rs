@@ -380,6 +380,7 @@ impl Agent {
         self.snapshot = snapshot;
         let on_interface: HashSet<PublicKey> = self.snapshot.keys().into_iter().collect();
         self.prober.retain(|k| on_interface.contains(k));
+        self.hard_peers.retain(|k| on_interface.contains(k));
         let tunnel = self.snapshot.tunnel_networks();
         let mut held = Vec::new();
         for (peer, endpoint, peer_has_yours) in std::mem::take(&mut self.answers) {
