@@ -196,8 +196,11 @@ pub struct Client {
 enum Mapping {
     /// Waiting for the main address's answer to this request.
     Asked { server: SocketAddr, request_id: u32 },
-    /// Asking the mapping addresses.
-    Checking(MappingCheck),
+    /// Asking the mapping addresses of the server at `server`.
+    Checking {
+        server: SocketAddr,
+        check: MappingCheck,
+    },
 }
 
 impl std::fmt::Debug for Client {
@@ -320,7 +323,7 @@ impl Client {
     /// goes, and the datagram. Sent alongside [`Client::poll_transmit`], from the same port.
     pub fn poll_mapping_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
         self.finish_mapping(now);
-        let Some(Mapping::Checking(check)) = self.mapping.as_mut() else {
+        let Some(Mapping::Checking { check, .. }) = self.mapping.as_mut() else {
             return None;
         };
         let (to, request_id) = check.due(now)?;
@@ -337,7 +340,7 @@ impl Client {
     /// Reports a check whose every mapping address answered or ran out of time (as
     /// [`Event::Mapping`]); also done by `poll_transmit` and when an answer comes.
     pub fn finish_mapping(&mut self, now: Instant) {
-        if let Some(Mapping::Checking(check)) = &self.mapping {
+        if let Some(Mapping::Checking { check, .. }) = &self.mapping {
             if let Some(report) = check.finished(now) {
                 self.mapping = None;
                 self.events.push_back(Event::Mapping(report));
@@ -447,7 +450,7 @@ impl Client {
         let refresh = self.refresh_due();
         let ack = self.session.as_ref().and(self.pushes.ack_due);
         let mapping = match &self.mapping {
-            Some(Mapping::Checking(check)) => check.poll_timeout(),
+            Some(Mapping::Checking { check, .. }) => check.poll_timeout(),
             _ => None,
         };
         [handshake, requests, rekey, refresh, ack, mapping]
@@ -760,8 +763,10 @@ impl Client {
         self.candidates_stale.clear();
         // A check under way starts over in the next session.
         match self.mapping.take() {
-            Some(Mapping::Asked { server, .. }) => self.mapping_wanted = Some(server),
-            Some(Mapping::Checking(_)) | None => {}
+            Some(Mapping::Asked { server, .. } | Mapping::Checking { server, .. }) => {
+                self.mapping_wanted = Some(server);
+            }
+            None => {}
         }
         self.outstanding.clear();
         self.registration.in_progress = false;
@@ -845,11 +850,11 @@ impl Client {
                     || self.request_id(),
                     now,
                 );
-                self.mapping = Some(Mapping::Checking(check));
+                self.mapping = Some(Mapping::Checking { server, check });
             }
-            Some(Mapping::Checking(mut check)) => {
+            Some(Mapping::Checking { server, mut check }) => {
                 check.on_reply(answer.request_id, answer.observed);
-                self.mapping = Some(Mapping::Checking(check));
+                self.mapping = Some(Mapping::Checking { server, check });
             }
             other => self.mapping = other,
         }
