@@ -1,6 +1,6 @@
 //! NAT mapping detection: a client on each kind of site of the test bed asks the server's main
-//! port and its second port where they see its WireGuard port, and says in plain words what kind
-//! of NAT it is behind, within its first second. The NAT routers are real nftables NATs; the
+//! port, its second port and its second address where they see its WireGuard port, and says in
+//! plain words what kind of NAT it is behind, within its first second. The NAT routers are real nftables NATs; the
 //! symmetric one gives every destination its own port, so only it shows the second port another
 //! mapping.
 
@@ -15,6 +15,9 @@ use wgpunch_e2e::{
 /// How long a client may take to say what it is behind.
 const DETECTION_BUDGET: Duration = Duration::from_secs(10);
 
+/// Another address of the server's host (on the server site's /29), given as its mapping address.
+const SECOND_ADDRESS: &str = "198.51.100.3";
+
 /// The line the client logs, and what it must say for each kind of site.
 const DETECTED: &str = "this host is behind";
 
@@ -23,7 +26,14 @@ fn detect() -> Result<()> {
     let server_ns = Netns::new("server")?;
     let ip = internet.attach(&server_ns, HOST_IF)?;
     ensure!(ip == SERVER_IP, "the server is the first site, {SERVER_IP}");
-    let server = Server::start(&server_ns, &[server_addr()])?;
+    // A second address of the server's host answers mapping checks too.
+    server_ns.addr_add(HOST_IF, &format!("{SECOND_ADDRESS}/29"))?;
+    let second = format!("{SECOND_ADDRESS}:{}", server_addr().port());
+    let server = Server::start_with_args(
+        &server_ns,
+        &[server_addr()],
+        &["--mapping-address", second.as_str()],
+    )?;
     let sites: [(&str, Option<NatKind>, &str); 5] = [
         ("public", None, "no NAT"),
         (
@@ -84,6 +94,11 @@ fn detect() -> Result<()> {
             "{} ({}) says {line:?}, expected {expected:?}",
             peer.name(),
             peer.host().describe()
+        );
+        ensure!(
+            line.contains(&format!("{SECOND_ADDRESS}:")) && !line.contains("did not answer"),
+            "{} did not hear from both mapping addresses: {line:?}",
+            peer.name()
         );
     }
     let all = started.elapsed();
