@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 
 use super::endpoint::{self, ENDPOINT_LEN};
 use super::reader::Reader;
-use super::WireError;
+use super::{zero_padding, WireError};
 use crate::keys::{PublicKey, KEY_LEN};
 
 /// Kind byte of a candidates request.
@@ -72,13 +72,7 @@ impl CandidatesRequest {
         if reserved != [0; 3] {
             return Err(WireError::Reserved);
         }
-        let rest = r.take_rest();
-        if rest.len() != CANDIDATES_REQUEST_LEN - 8 - KEY_LEN {
-            return Err(WireError::Length);
-        }
-        if rest.iter().any(|&b| b != 0) {
-            return Err(WireError::Reserved);
-        }
+        zero_padding(r, CANDIDATES_REQUEST_LEN - 8 - KEY_LEN)?;
         Ok(Self { request_id, peer })
     }
 

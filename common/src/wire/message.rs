@@ -12,7 +12,7 @@ use super::candidates::{
 use super::endpoint::{self, ENDPOINT_LEN};
 use super::observe::{ObserveReply, ObserveRequest, KIND_OBSERVE, KIND_OBSERVE_REPLY};
 use super::reader::Reader;
-use super::WireError;
+use super::{zero_padding, WireError};
 use crate::keys::{PublicKey, KEY_LEN};
 
 /// Kind byte of a registration request.
@@ -203,15 +203,7 @@ fn keys(r: &mut Reader<'_>, count: usize) -> Result<Vec<PublicKey>, WireError> {
 /// Checks that what is left is exactly the zero padding that brings `content_len` up to the
 /// minimum request length.
 fn padding(r: &mut Reader<'_>, content_len: usize) -> Result<(), WireError> {
-    let expected = MIN_REQUEST_LEN.saturating_sub(content_len);
-    let rest = r.take_rest();
-    if rest.len() != expected {
-        return Err(WireError::Length);
-    }
-    if rest.iter().any(|&b| b != 0) {
-        return Err(WireError::Reserved);
-    }
-    Ok(())
+    zero_padding(r, MIN_REQUEST_LEN.saturating_sub(content_len))
 }
 
 fn pad(out: &mut Vec<u8>, start: usize) {

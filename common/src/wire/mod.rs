@@ -34,3 +34,15 @@ pub enum WireError {
     #[error("field out of range")]
     Field,
 }
+
+/// Checks that what is left in `r` is exactly `len` zero bytes: a request's padding.
+fn zero_padding(r: &mut reader::Reader<'_>, len: usize) -> Result<(), WireError> {
+    let rest = r.take_rest();
+    if rest.len() != len {
+        return Err(WireError::Length);
+    }
+    if rest.iter().any(|&b| b != 0) {
+        return Err(WireError::Reserved);
+    }
+    Ok(())
+}

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 
 use super::endpoint::{self, ENDPOINT_LEN};
 use super::reader::Reader;
-use super::WireError;
+use super::{zero_padding, WireError};
 
 /// Kind byte of an observe request.
 pub const KIND_OBSERVE: u8 = 0x09;
@@ -55,13 +55,7 @@ impl ObserveRequest {
         if reserved != [0; 3] {
             return Err(WireError::Reserved);
         }
-        let rest = r.take_rest();
-        if rest.len() != OBSERVE_REQUEST_LEN - 8 {
-            return Err(WireError::Length);
-        }
-        if rest.iter().any(|&b| b != 0) {
-            return Err(WireError::Reserved);
-        }
+        zero_padding(r, OBSERVE_REQUEST_LEN - 8)?;
         Ok(Self { request_id })
     }
 
