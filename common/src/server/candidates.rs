@@ -110,6 +110,16 @@ mod tests {
         }));
     }
 
+    /// Hands the last push the server queued to `a` (at 203.0.113.1:51820) and returns what a's
+    /// next exchange with the server brings.
+    fn after_last_push(world: &mut World, a: &mut Client) -> Vec<Event> {
+        let push = std::iter::from_fn(|| world.server.poll_transmit())
+            .last()
+            .unwrap();
+        a.handle_datagram(world.now, &push.datagram);
+        exchange(world, a, "203.0.113.1:51820")
+    }
+
     #[test]
     fn new_candidates_are_pushed_to_watching_peers_and_the_same_ones_are_not() {
         let mut world = World::with(ServerConfig::default());
@@ -125,13 +135,8 @@ mod tests {
         b.set_local_addrs(addrs(&["10.9.0.2:51820"]));
         exchange(&mut world, &mut b, "198.51.100.2:51820");
         assert_eq!(world.server.stats().pushes, first + 1, "new candidates");
-        // The last push queued is the one about the new candidates.
-        let push = std::iter::from_fn(|| world.server.poll_transmit())
-            .last()
-            .unwrap();
-        a.handle_datagram(world.now, &push.datagram);
         // The push makes a ask for the candidates again, and it hears the new ones.
-        let events = exchange(&mut world, &mut a, "203.0.113.1:51820");
+        let events = after_last_push(&mut world, &mut a);
         assert!(events.contains(&Event::Candidates {
             peer: key(2).public_key(),
             known: true,
@@ -143,11 +148,7 @@ mod tests {
         b.set_hard_nat(true);
         exchange(&mut world, &mut b, "198.51.100.2:51820");
         assert_eq!(world.server.stats().pushes, first + 2, "a new NAT flag");
-        let push = std::iter::from_fn(|| world.server.poll_transmit())
-            .last()
-            .unwrap();
-        a.handle_datagram(world.now, &push.datagram);
-        let events = exchange(&mut world, &mut a, "203.0.113.1:51820");
+        let events = after_last_push(&mut world, &mut a);
         assert!(events.contains(&Event::Candidates {
             peer: key(2).public_key(),
             known: true,
