@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use wgpunch_e2e::{
-    client_cmd, expect_ok, measure, server_addr, Internet, NatKind, Netns, Output, Peer, Process,
-    Server, HOST_IF, SERVER_IP,
+    expect_ok, measure, server_addr, Internet, NatKind, Netns, Output, Peer, Process, Server,
+    HOST_IF, SERVER_IP,
 };
 
 /// `--timeout` of the one-shot clients.
@@ -83,6 +83,12 @@ fn start_one_shot(peers: &[&Peer], options: &[&str], server: &Server) -> Result<
         .collect()
 }
 
+/// The clients' outputs and `explain()`, for failure messages.
+fn report(outs: &[Output], explain: &dyn Fn() -> String) -> String {
+    let logs: Vec<String> = outs.iter().map(ToString::to_string).collect();
+    format!("{}\n{}", logs.join("\n"), explain())
+}
+
 /// Waits for every client; fails unless each exits 0.
 fn ensure_all_exit_0(clients: &mut [Process], explain: &dyn Fn() -> String) -> Result<Vec<Output>> {
     let started = Instant::now();
@@ -92,10 +98,8 @@ fn ensure_all_exit_0(clients: &mut [Process], explain: &dyn Fn() -> String) -> R
         outs.push(out);
     }
     for out in &outs {
-        out.ensure_success().with_context(|| {
-            let logs: Vec<String> = outs.iter().map(ToString::to_string).collect();
-            format!("{}\n{}", logs.join("\n"), explain())
-        })?;
+        out.ensure_success()
+            .with_context(|| report(&outs, explain))?;
     }
     Ok(outs)
 }
@@ -132,17 +136,24 @@ fn diagnostics(peers: &[&Peer], server: &Server) -> String {
     text
 }
 
+/// Peers `a` and `b` on one LAN behind a firewalling NAT that does not hairpin.
+fn lan_pair(internet: &Internet) -> Result<(Peer, Peer)> {
+    let mut lan = internet.shared_nat("home-nat", NatKind::Firewall, &["a", "b"])?;
+    let b_host = lan.pop().ok_or_else(|| anyhow!("no host b"))?;
+    let a_host = lan.pop().ok_or_else(|| anyhow!("no host a"))?;
+    Ok((
+        Peer::start("a", a_host, tunnel_ip(0))?,
+        Peer::start("b", b_host, tunnel_ip(1))?,
+    ))
+}
+
 /// Two peers behind one NAT that does not hairpin, and a third behind another NAT. The two
 /// connect over their LAN (each one's endpoint for the other is the other's LAN address and
 /// WireGuard port), the third over the public paths; every pair pings.
 fn same_nat() -> Result<()> {
     let internet = Internet::new()?;
     let site = ServerSite::start(&internet)?;
-    let mut lan = internet.shared_nat("home-nat", NatKind::Firewall, &["a", "b"])?;
-    let b_host = lan.pop().ok_or_else(|| anyhow!("no host b"))?;
-    let a_host = lan.pop().ok_or_else(|| anyhow!("no host a"))?;
-    let a = Peer::start("a", a_host, tunnel_ip(0))?;
-    let b = Peer::start("b", b_host, tunnel_ip(1))?;
+    let (a, b) = lan_pair(&internet)?;
     let c = Peer::start(
         "c",
         internet.nat_host("c", NatKind::Firewall)?,
@@ -160,10 +171,7 @@ fn same_nat() -> Result<()> {
     let first_ping = started.elapsed();
     let outs = ensure_all_exit_0(&mut clients, &explain)?;
     let clients_exit = started.elapsed();
-    let logs = || {
-        let logs: Vec<String> = outs.iter().map(ToString::to_string).collect();
-        format!("{}\n{}", logs.join("\n"), explain())
-    };
+    let logs = || report(&outs, &explain);
     ensure_endpoint(&a, &b, SocketAddr::from(b.local_endpoint())).with_context(logs)?;
     ensure_endpoint(&b, &a, SocketAddr::from(a.local_endpoint())).with_context(logs)?;
     b.ping_until(&a, PING_TIMEOUT).with_context(logs)?;
@@ -207,11 +215,7 @@ fn peers_behind_one_nat_connect_over_their_lan() {
 fn same_nat_public_only() -> Result<()> {
     let internet = Internet::new()?;
     let site = ServerSite::start(&internet)?;
-    let mut lan = internet.shared_nat("home-nat", NatKind::Firewall, &["a", "b"])?;
-    let b_host = lan.pop().ok_or_else(|| anyhow!("no host b"))?;
-    let a_host = lan.pop().ok_or_else(|| anyhow!("no host a"))?;
-    let a = Peer::start("a", a_host, tunnel_ip(0))?;
-    let b = Peer::start("b", b_host, tunnel_ip(1))?;
+    let (a, b) = lan_pair(&internet)?;
     let peers = [&a, &b];
     mesh(&peers)?;
     let server = &site.server;
@@ -261,10 +265,7 @@ fn dual_stack(options: &[&str], over_ipv6: bool, id: &str) -> Result<()> {
         .with_context(|| format!("a cannot ping b\n{}", explain()))?;
     let first_ping = started.elapsed();
     let outs = ensure_all_exit_0(&mut clients, &explain)?;
-    let logs = || {
-        let logs: Vec<String> = outs.iter().map(ToString::to_string).collect();
-        format!("{}\n{}", logs.join("\n"), explain())
-    };
+    let logs = || report(&outs, &explain);
     for (viewer, peer) in [(&a, &b), (&b, &a)] {
         let seen = endpoint(viewer, peer).with_context(logs)?;
         let expected_ip = if over_ipv6 {
@@ -340,10 +341,7 @@ fn three_on_51820() -> Result<()> {
     let mut clients = start_one_shot(&peers, &[], server)?;
     let outs = ensure_all_exit_0(&mut clients, &explain)?;
     let clients_exit = started.elapsed();
-    let logs = || {
-        let logs: Vec<String> = outs.iter().map(ToString::to_string).collect();
-        format!("{}\n{}", logs.join("\n"), explain())
-    };
+    let logs = || report(&outs, &explain);
     for a in &home {
         for b in &home {
             if a.name() != b.name() {
@@ -414,28 +412,13 @@ fn ipv6_only() -> Result<()> {
     let explain = || diagnostics(&peers, &server);
 
     let started = Instant::now();
-    let timeout = CLIENT_TIMEOUT_SECS.to_string();
-    let mut clients = peers
-        .iter()
-        .map(|p| {
-            client_cmd(
-                p.netns(),
-                &["--timeout", &timeout],
-                p.wg().name(),
-                server_at,
-                server.public_key(),
-            )?
-            .spawn(&format!("wgpunch-client on {}", p.name()))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // The server listens on its IPv6 address only: the clients talk to it there.
+    let mut clients = start_one_shot(&peers, &[], &server)?;
     a.ping_until(&b, PING_TIMEOUT)
         .with_context(|| format!("a cannot ping b over IPv6\n{}", explain()))?;
     let first_ping = started.elapsed();
     let outs = ensure_all_exit_0(&mut clients, &explain)?;
-    let logs = || {
-        let logs: Vec<String> = outs.iter().map(ToString::to_string).collect();
-        format!("{}\n{}", logs.join("\n"), explain())
-    };
+    let logs = || report(&outs, &explain);
     for (viewer, peer) in [(&a, &b), (&b, &a)] {
         let v6: Ipv6Addr = peer
             .host()
